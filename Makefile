@@ -1,0 +1,41 @@
+# Entry commands. `make demo` and `make test` work on a fresh machine: they create the virtualenv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv up down status demo test lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+up: venv
+	$(PY) -m local.stack up
+
+down: venv
+	$(PY) -m local.stack down
+
+status: venv
+	$(PY) -m local.stack status
+
+demo: venv
+	$(PY) -m local.demo
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: venv
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+bench: venv
+	$(PY) -m bench
+
+clean: down
+	rm -rf .stack $(VENV)

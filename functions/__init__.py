@@ -1,0 +1,1 @@
+"""Cloud Function entry points (thin: decode, call one shared function, map errors to ack/retry)."""

@@ -1,0 +1,1 @@
+"""Local stack: emulators, PostgreSQL, the Cloud SQL Admin API emulator, demo."""

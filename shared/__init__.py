@@ -1,0 +1,1 @@
+"""The library the planner and worker functions share."""

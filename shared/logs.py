@@ -1,0 +1,36 @@
+"""Structured JSON logs, one object per line, with the `severity` field Cloud Logging reads."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date, datetime
+from typing import Any, Literal, TextIO
+
+Severity = Literal["DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL"]
+
+
+def _default(value: object) -> str:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def log(severity: Severity, message: str, *, stream: TextIO | None = None, **fields: Any) -> None:
+    """Write one structured log line. Extra fields become top-level JSON keys (jsonPayload in Cloud Logging)."""
+    entry = {"severity": severity, "message": message, **fields}
+    out = stream or sys.stdout
+    out.write(json.dumps(entry, default=_default, ensure_ascii=False) + "\n")
+    out.flush()
+
+
+def info(message: str, **fields: Any) -> None:
+    log("INFO", message, **fields)
+
+
+def warning(message: str, **fields: Any) -> None:
+    log("WARNING", message, **fields)
+
+
+def error(message: str, **fields: Any) -> None:
+    log("ERROR", message, **fields)
