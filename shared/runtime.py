@@ -1,0 +1,123 @@
+"""The one boundary between Pub/Sub deliveries and the pipeline: parse, dispatch, map errors to outcomes.
+
+- PermanentError (malformed message, bad template...): logged at ERROR and acknowledged (never retried).
+- RetryableError (busy, transient, stale lease): logged at WARNING and raised, so Pub/Sub redelivers
+  with backoff and, past the delivery limit, parks the message in the dead-letter topic.
+- Anything unexpected: logged at ERROR with its traceback and raised (same path: redelivery, then
+  dead letter), so nothing is silently lost.
+"""
+
+from __future__ import annotations
+
+import traceback
+from functools import cache
+from typing import Any
+
+from shared import logs
+from shared.clients import Clients
+from shared.config import Config, load_config
+from shared.errors import ConfigError, MessageError, PermanentError, RetryableError
+from shared.messages import Backfill, Tick, Work, parse_event
+from shared.planner import plan_backfill, plan_tick
+from shared.templates import Templates
+from shared.worker import run_work
+
+
+@cache
+def config() -> Config:
+    """The validated configuration, loaded once per process (cold start)."""
+    try:
+        return load_config()
+    except ConfigError as exc:
+        logs.log("CRITICAL", "invalid configuration", path=exc.path, value=repr(exc.value), error=str(exc))
+        raise
+
+
+@cache
+def clients() -> Clients:
+    return Clients(config())
+
+
+@cache
+def templates() -> Templates:
+    return Templates()
+
+
+def _event_id(cloud_event: Any) -> str | None:
+    try:
+        return cloud_event["id"]
+    except (KeyError, TypeError):
+        return None
+
+
+def handle_ticks(cloud_event: Any) -> None:
+    """Planner entry: ticks and backfill requests from the ticks topic."""
+
+    def dispatch(message: Tick | Backfill | Work) -> None:
+        if isinstance(message, Tick):
+            plan_tick(message, clients())
+        elif isinstance(message, Backfill):
+            plan_backfill(message, clients())
+        else:
+            raise MessageError(
+                "a work message arrived on the ticks topic",
+                message_id=message.message_id,
+                hint="publish work messages to the work topic",
+            )
+
+    _handle(cloud_event, "planner", dispatch)
+
+
+def handle_work(cloud_event: Any) -> None:
+    """Worker entry: `work` messages from the work topic."""
+
+    def dispatch(message: Tick | Backfill | Work) -> None:
+        if not isinstance(message, Work):
+            raise MessageError(
+                f"a {type(message).__name__.lower()} message arrived on the work topic",
+                message_id=message.message_id,
+                hint="publish ticks and backfills to the ticks topic",
+            )
+        run_work(message, clients(), templates())
+
+    _handle(cloud_event, "worker", dispatch)
+
+
+def _handle(cloud_event: Any, function: str, dispatch: Any) -> None:
+    event_id = _event_id(cloud_event)
+    try:
+        message = parse_event(cloud_event, config())
+        logs.info(
+            "message received",
+            function=function,
+            message_id=message.message_id,
+            kind=type(message).__name__.lower(),
+        )
+        dispatch(message)
+    except PermanentError as exc:
+        logs.error(
+            "message rejected; acknowledged without retry",
+            function=function,
+            message_id=event_id,
+            error=str(exc),
+            error_type=type(exc).__name__,
+            reason=getattr(exc, "reason", None),
+        )
+    except RetryableError as exc:
+        logs.warning(
+            "retryable failure; Pub/Sub will redeliver",
+            function=function,
+            message_id=event_id,
+            error=str(exc),
+            error_type=type(exc).__name__,
+        )
+        raise
+    except Exception as exc:
+        logs.error(
+            "unexpected failure; Pub/Sub will redeliver",
+            function=function,
+            message_id=event_id,
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+        )
+        raise
