@@ -98,6 +98,8 @@ class Task:
         doc = asdict(self)
         doc.pop("update_time")
         doc.update(kind=self.kind, order_key=self.order_key, window=self.low.strftime("%Y%m%dT%H%M%S"))
+        if doc["created_at"] is None:
+            doc["created_at"] = firestore.SERVER_TIMESTAMP
         return doc
 
     @classmethod

@@ -37,8 +37,8 @@ from shared.errors import (
 from shared.manifests import build_manifest, parse_schema_csv
 from shared.messages import Work
 from shared.sqladmin import Operation
-from shared.state import Task, task_id
-from shared.templates import Templates, export_request_body, export_uri, manifest_key, object_key
+from shared.state import LIVE_PRIORITY, Task, task_id
+from shared.templates import Templates, export_request_body, export_uri
 
 _BUSY_BACKOFF_MAX_SECONDS = 30.0
 
@@ -175,7 +175,10 @@ class Chain:
         if operation.failed:
             self._record_failure(task, {"code": operation.error_code, "message": operation.error_message})
             return None
-        successor = self._start_next(prepared or self._prepare_next())
+        if prepared is None or prepared.task.priority != LIVE_PRIORITY:
+            # A live window queued while we polled must not wait behind a prefetched backfill task.
+            prepared = self._prepare_next()
+        successor = self._start_next(prepared)
         done = self.state.mark_done(task, utcnow())
         self.stats.done += 1
         logs.info(
@@ -217,7 +220,7 @@ class Chain:
             table = source.table(task.table)
             query = self.templates.render_query(source, table, window)
         generation = task.generation
-        key = object_key(self.config, source, task.table, window, generation)
+        key = self.templates.object_key(self.config, source, task.table, window, generation)
         uri = export_uri(self.config, key)
         body = export_request_body(source, query, uri, task.offload)
         return Prepared(task, uri, generation, body)
@@ -384,7 +387,7 @@ class Chain:
         sizes = {t.uri or "": objects.size(objects.key_of(t.uri or "")) for t in tasks}
         manifest = build_manifest(source, task.window, tasks, columns, sizes, now)
 
-        objects.write_json(manifest_key(self.config, source, task.window), manifest)
+        objects.write_json(self.templates.manifest_key(self.config, source, task.window), manifest)
         self.state.save_manifest(source.name, task.window, manifest)
         logs.info(
             "window complete; manifest written", source=source.name, window_low=task.low, objects=len(tasks)
