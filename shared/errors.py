@@ -57,7 +57,16 @@ class MessageError(PermanentError):
 
 
 class WindowError(PermanentError):
-    """Bounds that are naive, out of order or off the grid."""
+    """Bounds that are naive, out of order or off the grid, or an interval that cannot be parsed.
+
+    `value` is the offending input and `problem` what is wrong with it (both optional), so callers such as the
+    config parser can re-raise the problem under their own field path.
+    """
+
+    def __init__(self, message: str, *, value: object = None, problem: str = "", hint: str | None = None) -> None:
+        self.value = value
+        self.problem = problem or message
+        super().__init__(message, hint=hint)
 
 
 class TemplateError(PermanentError):

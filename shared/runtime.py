@@ -16,7 +16,7 @@ from typing import Any
 from shared import logs
 from shared.clients import Clients
 from shared.config import Config, load_config
-from shared.errors import ConfigError, MessageError, PermanentError, RetryableError, TemplateError
+from shared.errors import ConfigError, MessageError, PermanentError, RetryableError
 from shared.messages import Backfill, Tick, Work, parse_event
 from shared.planner import plan_backfill, plan_tick
 from shared.templates import Templates
@@ -25,17 +25,12 @@ from shared.worker import run_work
 
 @cache
 def config() -> Config:
-    """The validated configuration, loaded once per process (cold start); its templates must render."""
+    """The validated configuration, loaded once per process (cold start)."""
     try:
         loaded = load_config()
     except ConfigError as exc:
         logs.log("CRITICAL", "invalid configuration", path=exc.path, value=repr(exc.value), error=str(exc))
         raise
-    try:
-        templates().validate(loaded)
-    except TemplateError as exc:
-        # Not fatal: the tasks of that template fail with its name while every other table exports.
-        logs.error("a template cannot render; its tasks will fail", template=exc.template, error=str(exc))
     return loaded
 
 

@@ -1,0 +1,106 @@
+"""`make demo`: the pipeline end to end on the local stack, then proof that nothing was lost.
+
+Brings the stack up (or reuses it), empties it, seeds the demo database (four event tables, about 100k
+rows over six hours, awkward values and rows on window boundaries), publishes one tick per hour through
+Pub/Sub exactly as Cloud Scheduler would, waits until the chain is idle, prints what landed (objects,
+manifests, watermarks) and reconciles every window of every table row for row against the source.
+Exit status 1 if any window differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import defaultdict
+
+import pendulum
+
+from local.demo_data import seed
+from local.driver import Driver
+from local.stack import Stack
+from shared.config import load_config
+
+HOURS = 6
+
+
+def _rows(counts: dict[str, int]) -> str:
+    return ", ".join(f"{table} {n:,}" for table, n in counts.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--rows-per-table", type=int, default=25_000)
+    parser.add_argument("--hours", type=int, default=HOURS)
+    args = parser.parse_args(argv)
+    began = time.monotonic()
+
+    stack = Stack()
+    print("== local stack")
+    stack.up()
+    os.environ.update(stack.env())
+    stack.reset()
+    config = load_config()
+    source = config.sources[0]
+    driver = Driver(config)
+
+    start = pendulum.now("UTC").start_of("hour").subtract(hours=args.hours + 1)
+    print(f"\n== source database '{source.database}': {args.hours} hours of events from {start.isoformat()}")
+    counts = seed(stack.pg_dsn("postgres"), start, hours=args.hours, rows_per_table=args.rows_per_table)
+    print(f"   rows: {_rows(counts)} (total {sum(counts.values()):,})")
+
+    print(f"\n== {args.hours} ticks through Pub/Sub (each at window end + settle {source.settle.in_words()})")
+    settle = source.settle.total_seconds()
+    for hour in range(args.hours):
+        at = start.add(hours=hour + 1).add(seconds=settle)
+        driver.tick(at)
+        print(f"   tick at {at.isoformat()}")
+    tasks_expected = args.hours * (1 + len(source.tables))
+    waited = driver.wait_idle(timeout=180, expect_tasks=tasks_expected)
+    print(f"   chain idle after {waited:.1f} s")
+
+    state = driver.clients.state
+    tasks = sorted(state.all_tasks(), key=lambda t: (t.low, t.table or ""))
+    print(f"\n== objects in gs://{config.bucket} ({len(tasks)} exports)")
+    checks = {(c.table, c.low): c for c in driver.reconcile(stack.pg_dsn("postgres"))}
+    for task in tasks:
+        key = driver.clients.objects.key_of(task.uri or "")
+        size = driver.clients.objects.size(key)
+        rows = checks[(task.table, task.low)].bucket_rows if task.table else "schema"
+        print(f"   {task.state:<6} {size:>9,} B  {rows!s:>6} rows  {key}")
+
+    print("\n== manifests")
+    for manifest in sorted(state.manifests(), key=lambda m: m["window"]["low"]):
+        tables = ", ".join(f"{o['table']}({len(o['columns'])} cols)" for o in manifest["objects"])
+        print(f"   [{manifest['window']['low']}, {manifest['window']['high']}): {tables}")
+
+    print("\n== watermarks")
+    for (src, table), value in sorted(state.watermarks().items()):
+        print(f"   {src}.{table:<12} {value.isoformat()}")
+
+    print("\n== reconciliation: rows in the bucket vs rows in the source, window by window")
+    by_window: dict[pendulum.DateTime, list] = defaultdict(list)
+    for check in checks.values():
+        by_window[check.low].append(check)
+    header = "   window start              " + "".join(f"{t.name:>20}" for t in source.tables)
+    print(header)
+    for low in sorted(by_window):
+        row = {c.table: c for c in by_window[low]}
+        cells = "".join(
+            f"{row[t.name].bucket_rows:>8,} / {row[t.name].source_rows:<6,}{'ok' if row[t.name].equal else 'DIFF':>4}"
+            for t in source.tables
+        )
+        print(f"   {low.isoformat():<26}{cells}")
+    bad = [c for c in checks.values() if not c.equal]
+    exported = sum(c.bucket_rows for c in checks.values())
+    print(
+        f"\n== {len(checks)} table windows, {exported:,} rows exported, {sum(counts.values()):,} rows in the source: "
+        + ("every row accounted for, no duplicates" if not bad and exported == sum(counts.values()) else "MISMATCH")
+    )
+    print(f"   demo took {time.monotonic() - began:.1f} s; `make down` stops the stack")
+    return 0 if not bad and exported == sum(counts.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""HTTP errors in the JSON shape Google APIs answer with (what googleapiclient's HttpError parses)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+BUSY_MESSAGE = (
+    "Operation failed because another operation was already in progress. "
+    "Try your request after the current operation is complete."
+)
+
+_STATUS_NAMES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 409: "ABORTED", 503: "UNAVAILABLE"}
+
+
+class ApiError(Exception):
+    """An answer other than 2xx, raised anywhere while handling a request."""
+
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+    def body(self) -> dict[str, Any]:
+        # No "details" key: googleapiclient would prefer it over "errors" for HttpError.error_details.
+        error: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message,
+            "errors": [{"message": self.message, "domain": "global", "reason": self.reason}],
+        }
+        if self.code in _STATUS_NAMES:
+            error["status"] = _STATUS_NAMES[self.code]
+        return {"error": error}
+
+
+def invalid(problem: str) -> ApiError:
+    return ApiError(400, "invalid", f"Invalid request: {problem}")
+
+
+def busy() -> ApiError:
+    return ApiError(409, "operationInProgress", BUSY_MESSAGE)
+
+
+def operation_not_found(name: str) -> ApiError:
+    return ApiError(404, "operationDoesNotExist", f"The Cloud SQL operation {name!r} does not exist.")
+
+
+def unavailable() -> ApiError:
+    return ApiError(503, "backendError", "The service is currently unavailable.")
+
+
+def not_found(path: str) -> ApiError:
+    return ApiError(404, "notFound", f"The requested URL {path} was not found on this server.")

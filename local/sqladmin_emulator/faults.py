@@ -1,0 +1,106 @@
+"""Fault injection knobs, set at start or through `POST /_emulator/faults`, and counters of what fired."""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+from collections import Counter
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from local.sqladmin_emulator.api_errors import invalid
+
+
+@dataclass(frozen=True)
+class FaultSettings:
+    """What to inject. Durations are seconds, rates are probabilities in [0, 1]."""
+
+    min_duration: float = 0.0  # an operation stays RUNNING at least this long
+    error_rate: float = 0.0  # each API call answers HTTP 503 with this probability
+    op_fail_rate: float = 0.0  # an export ends DONE with an error instead of exporting
+    fail_uri_regex: str | None = None  # exports whose uri matches (re.search) always fail
+    request_latency: float = 0.0  # added before every API call is handled
+    seed: int | None = None  # seeds the random draws, for reproducible fault sequences
+
+    def merged(self, changes: dict[str, Any]) -> FaultSettings:
+        """Return a copy with `changes` applied; raises a 400 ApiError naming a bad key or value."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise invalid(f"unknown fault setting(s) {unknown}; known: {sorted(known)}")
+        for key in ("min_duration", "request_latency", "error_rate", "op_fail_rate"):
+            if key in changes:
+                value = changes[key]
+                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                    raise invalid(f"{key} must be a non-negative number, got {value!r}")
+                if key.endswith("_rate") and value > 1:
+                    raise invalid(f"{key} is a probability in [0, 1], got {value!r}")
+        regex = changes.get("fail_uri_regex")
+        if regex is not None:
+            try:
+                re.compile(regex)
+            except (re.error, TypeError) as exc:
+                raise invalid(f"fail_uri_regex {regex!r} is not a regular expression: {exc}") from None
+        seed = changes.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise invalid(f"seed must be an integer, got {seed!r}")
+        return replace(self, **changes)
+
+
+class Faults:
+    """Thread-safe holder of the current settings, the random source and the counters."""
+
+    def __init__(self, initial: FaultSettings) -> None:
+        self._initial = initial
+        self._lock = threading.Lock()
+        self._settings = initial
+        self._rng = random.Random(initial.seed)
+        self._counts: Counter[str] = Counter()
+
+    @property
+    def settings(self) -> FaultSettings:
+        with self._lock:
+            return self._settings
+
+    def update(self, changes: dict[str, Any]) -> FaultSettings:
+        with self._lock:
+            self._settings = self._settings.merged(changes)
+            if "seed" in changes:
+                self._rng = random.Random(self._settings.seed)
+            return self._settings
+
+    def reset(self) -> None:
+        """Back to the settings given at start, counters at zero."""
+        with self._lock:
+            self._settings = self._initial
+            self._rng = random.Random(self._initial.seed)
+            self._counts.clear()
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def draw_http_error(self) -> bool:
+        """True when this API call must answer 503 (counted as `http_503`)."""
+        with self._lock:
+            fire = self._settings.error_rate > 0 and self._rng.random() < self._settings.error_rate
+            if fire:
+                self._counts["http_503"] += 1
+            return fire
+
+    def draw_operation_failure(self, uri: str) -> str | None:
+        """Why this export must fail (`fail_uri_regex` or `op_fail_rate`), or None; counted by kind."""
+        with self._lock:
+            regex = self._settings.fail_uri_regex
+            if regex and re.search(regex, uri):
+                self._counts["uri_fail"] += 1
+                return f"uri matches fail_uri_regex {regex!r}"
+            rate = self._settings.op_fail_rate
+            if rate > 0 and self._rng.random() < rate:
+                self._counts["op_fail"] += 1
+                return f"op_fail_rate {rate}"
+            return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self.settings)

@@ -1,0 +1,1 @@
+SELECT id, event_timestamp, customer_id, amount, currency, note FROM public.orders WHERE event_timestamp >= TIMESTAMPTZ '2026-03-04T05:00:00+00:00' AND event_timestamp < TIMESTAMPTZ '2026-03-04T06:00:00+00:00' ORDER BY event_timestamp, id

@@ -1,0 +1,1 @@
+SELECT id, event_timestamp, session_id, url, referrer, user_agent FROM public.page_views WHERE event_timestamp >= TIMESTAMPTZ '2026-03-04T05:00:00+00:00' AND event_timestamp < TIMESTAMPTZ '2026-03-04T06:00:00+00:00' ORDER BY event_timestamp, id

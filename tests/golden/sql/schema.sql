@@ -1,0 +1,1 @@
+SELECT table_name, column_name, data_type, ordinal_position, is_nullable FROM information_schema.columns WHERE table_schema = 'public' AND table_name IN ('orders', 'payments', 'shipments', 'page_views') ORDER BY table_name, ordinal_position

@@ -1,0 +1,192 @@
+"""Template rendering: the shipped SQL (golden files), one-line single statements, object keys and the body."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pendulum
+import pytest
+
+from shared.config import Config, load_config, parse_config
+from shared.errors import TemplateError
+from shared.templates import Templates, _one_line, export_request_body, export_uri
+from shared.windows import Window
+from tests.golden import assert_golden
+
+REPO = Path(__file__).resolve().parent.parent
+WINDOW = Window(pendulum.datetime(2026, 3, 4, 5, tz="UTC"), pendulum.datetime(2026, 3, 4, 6, tz="UTC"))
+
+
+@pytest.fixture(scope="module")
+def demo() -> Config:
+    return load_config({"CDC_CONFIG_FILE": str(REPO / "local" / "demo_config.json")})
+
+
+def custom(tmp_path: Path, files: dict[str, str], **source: object) -> tuple[Templates, Config]:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    doc = json.loads((REPO / "local" / "demo_config.json").read_text())
+    doc["sources"][0].update(source)
+    return Templates(tmp_path), parse_config(doc)
+
+
+@pytest.mark.parametrize("table", ["orders", "payments", "shipments", "page_views"])
+def test_demo_table_queries_match_golden(demo: Config, table: str) -> None:
+    sql = Templates().render_query(demo.sources[0], table, WINDOW)
+    assert "\n" not in sql and not sql.endswith(";")
+    assert "event_timestamp >= TIMESTAMPTZ '2026-03-04T05:00:00+00:00'" in sql
+    assert "event_timestamp < TIMESTAMPTZ '2026-03-04T06:00:00+00:00'" in sql
+    assert "SELECT *" not in sql and "AT TIME ZONE" not in sql
+    assert_golden(f"sql/{table}.sql", sql + "\n")
+
+
+def test_demo_schema_query_matches_golden(demo: Config) -> None:
+    sql = Templates().render_schema_query(demo.sources[0], WINDOW)
+    assert "table_name IN ('orders', 'payments', 'shipments', 'page_views')" in sql
+    assert sql.endswith("ORDER BY table_name, ordinal_position")
+    assert_golden("sql/schema.sql", sql + "\n")
+
+
+def test_demo_keys_match_golden(demo: Config) -> None:
+    t, source = Templates(), demo.sources[0]
+    keys = [
+        *(t.object_key(demo, source, table, WINDOW) for table in source.table_names),
+        t.object_key(demo, source, None, WINDOW),
+        t.object_key(demo, source, "orders", WINDOW, generation=2),
+        t.object_key(demo, source, None, WINDOW, generation=3),
+        t.manifest_key(demo, source, WINDOW),
+    ]
+    assert keys[0] == "cdc/raw/orders/2026/03/04/orders_20260304T050000.csv"
+    assert keys[-4:] == [
+        "cdc/schemas/shop/2026/03/04/schema_20260304T050000.csv",
+        "cdc/raw/orders/2026/03/04/orders_20260304T050000.g2.csv",
+        "cdc/schemas/shop/2026/03/04/schema_20260304T050000.g3.csv",
+        "cdc/manifests/shop/2026/03/04/20260304T050000/_manifest.json",
+    ]
+    assert_golden("keys.txt", "\n".join(keys) + "\n")
+
+
+def test_gzip_extension_and_generation(tmp_path: Path, demo: Config) -> None:
+    _, config = custom(tmp_path, {}, csv={"gzip": True})
+    key = Templates().object_key(config, config.sources[0], "orders", WINDOW, generation=2)
+    assert key == "cdc/raw/orders/2026/03/04/orders_20260304T050000.g2.csv.gz"
+    with pytest.raises(TemplateError) as e:
+        Templates().object_key(demo, demo.sources[0], "orders", WINDOW, generation=0)
+    assert e.value.template == "keys/table.j2" and "generation 0" in e.value.reason
+
+
+def test_export_uri_and_request_body(demo: Config) -> None:
+    source = demo.sources[0]
+    uri = export_uri(demo, "cdc/x.csv")
+    assert uri == Templates.export_uri(demo, "cdc/x.csv") == "gs://cdc-exports/cdc/x.csv"
+    assert export_request_body(source, "SELECT 1", uri, True) == {
+        "exportContext": {
+            "fileType": "CSV",
+            "uri": "gs://cdc-exports/cdc/x.csv",
+            "databases": ["shop"],
+            "offload": True,
+            "csvExportOptions": {
+                "selectQuery": "SELECT 1",
+                "escapeCharacter": "5C",
+                "quoteCharacter": "22",
+                "fieldsTerminatedBy": "2C",
+            },
+        }
+    }
+    assert export_request_body(source, "SELECT 1", uri)["exportContext"]["offload"] is False
+
+
+def test_context_has_exactly_the_documented_names(tmp_path: Path) -> None:
+    text = (
+        "SELECT '{{ low_watermark.isoformat() }}', '{{ high_watermark.isoformat() }}', "
+        "'{{ execution_date.isoformat() }}', '{{ ts_nodash }}', '{{ ds }}', '{{ table }}', '{{ database }}', "
+        "'{{ schema }}', '{{ tables | join(',') }}', '{{ params.watermark_column }}', '{{ params.extra }}'"
+    )
+    t, config = custom(tmp_path, {"orders.sql": text})
+    sql = t.render_query(config.sources[0], "orders", WINDOW, params={"extra": "x"})
+    assert sql == (
+        "SELECT '2026-03-04T05:00:00+00:00', '2026-03-04T06:00:00+00:00', '2026-03-04T05:00:00+00:00', "
+        "'20260304T050000', '2026-03-04', 'orders', 'shop', 'public', 'orders,payments,shipments,page_views', "
+        "'event_timestamp', 'x'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("SELECT {{ nope }}", "undefined variable: 'nope' is undefined"),
+        ("SELECT '{{ params.nope }}'", "undefined variable"),
+        ("   \n  ", "renders an empty query"),
+        ("{# nothing #}", "renders an empty query"),
+        ("-- only a comment\n;", "renders an empty query"),
+        ("SELECT 1; SELECT 2", "renders a second statement"),
+        ("SELECT 1;\nDROP TABLE orders;", "renders a second statement"),
+        ("DELETE FROM orders", "does not start with SELECT or WITH"),
+        ("SELECTED FROM x", "does not start with SELECT or WITH"),
+        ("SELECT 'unterminated", "unterminated ' literal"),
+        ("SELECT 'two\nlines'", "string literal spanning lines"),
+        ("SELECT 1 /* open", "unterminated /* comment"),
+        ("SELECT {% if %}", "syntax error at line 1"),
+        ("SELECT {{ 1 // 0 }}", "failed to render: ZeroDivisionError"),
+    ],
+)
+def test_bad_renders_name_the_template_and_reason(tmp_path: Path, text: str, reason: str) -> None:
+    t, config = custom(tmp_path, {"orders.sql": text})
+    with pytest.raises(TemplateError) as e:
+        t.render_query(config.sources[0], "orders", WINDOW)
+    assert e.value.template == "orders.sql"
+    assert reason in e.value.reason
+
+
+def test_missing_template(tmp_path: Path) -> None:
+    t, config = custom(tmp_path, {})
+    with pytest.raises(TemplateError) as e:
+        t.render_query(config.sources[0], "orders", WINDOW)
+    assert e.value.template == "orders.sql" and "does not exist" in e.value.reason
+
+
+def test_schema_query_has_no_table_variable(tmp_path: Path) -> None:
+    t, config = custom(tmp_path, {"s.sql": "SELECT '{{ table }}'"}, schema_template="s.sql")
+    with pytest.raises(TemplateError) as e:
+        t.render_schema_query(config.sources[0], WINDOW)
+    assert e.value.template == "s.sql" and "'table' is undefined" in e.value.reason
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("  select\n  a,\tb\nfrom t ;  \n", "select a, b from t"),
+        ("SELECT 'a;b', \"c;d\" FROM t;", "SELECT 'a;b', \"c;d\" FROM t"),
+        ("SELECT 'it''s; -- not a comment' FROM t", "SELECT 'it''s; -- not a comment' FROM t"),
+        ("SELECT E'a\\'; b' FROM t", "SELECT E'a\\'; b' FROM t"),
+        ("SELECT $x$a; b$x$, $$c;$$ FROM t", "SELECT $x$a; b$x$, $$c;$$ FROM t"),
+        ("SELECT a -- trailing; comment\nFROM t", "SELECT a FROM t"),
+        ("SELECT /* ; */ a FROM t", "SELECT a FROM t"),
+        ("SELECT a::text, '  two  spaces  ' FROM t", "SELECT a::text, '  two  spaces  ' FROM t"),
+        ("WITH x AS (SELECT 1) SELECT * FROM x", "WITH x AS (SELECT 1) SELECT * FROM x"),
+    ],
+)
+def test_one_line_keeps_literals_and_drops_comments(sql: str, expected: str) -> None:
+    assert _one_line(sql) == expected
+
+
+def test_bad_key_layouts(tmp_path: Path, demo: Config) -> None:
+    from dataclasses import replace
+
+    from shared.config import KeyLayout
+
+    t = Templates(tmp_path)
+    for name, text, reason in [
+        ("keys/space.j2", "cdc/raw/{{ table }} x", "not an object key"),
+        ("keys/slash.j2", "/cdc/{{ table }}", "not an object key"),
+        ("keys/dots.j2", "cdc/../{{ table }}", "'.' or '..' segment"),
+        ("keys/undef.j2", "cdc/{{ nope }}", "undefined variable"),
+    ]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+        config = replace(demo, layout=KeyLayout(table=name))
+        with pytest.raises(TemplateError) as e:
+            t.object_key(config, config.sources[0], "orders", WINDOW)
+        assert e.value.template == name and reason in e.value.reason
