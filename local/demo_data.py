@@ -79,10 +79,12 @@ def seed(
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     seconds = hours * 3600
     base = f"TIMESTAMPTZ '{start.isoformat()}'"
-    # Spread rows evenly with a deterministic sub-second jitter.
+    # Spread rows evenly, each shifted by a deterministic jitter of less than half a step (so the last
+    # row stays inside the range).
+    step = seconds / rows_per_table
     ts = (
-        f"({base} + ((g - 1) * {seconds}.0 / {rows_per_table}) * interval '1 second' "
-        f"+ ((g * 7919) % 997) * interval '1 millisecond')"
+        f"({base} + ((g - 1) * {step!r}) * interval '1 second' "
+        f"+ (((g * 7919) % 997) / 997.0 * {step / 2!r}) * interval '1 second')"
     )
     series = f"generate_series(1, {rows_per_table}) g"
     counts = {}

@@ -1,0 +1,37 @@
+resource "google_firestore_database" "cdc" {
+  count = var.create_firestore_database ? 1 : 0
+
+  project                           = var.project
+  name                              = var.firestore_database
+  location_id                       = coalesce(var.firestore_location, var.region)
+  type                              = "FIRESTORE_NATIVE"
+  point_in_time_recovery_enablement = "POINT_IN_TIME_RECOVERY_ENABLED"
+  delete_protection_state           = "DELETE_PROTECTION_ENABLED"
+  # `terraform destroy` leaves the database (and the pipeline's state in it) in place.
+  deletion_policy = "ABANDON"
+
+  depends_on = [google_project_service.enabled]
+}
+
+# The worker's hot query: tasks where instance == X and state == "pending" order by order_key.
+resource "google_firestore_index" "tasks_pending_by_instance" {
+  project     = var.project
+  database    = local.firestore_database
+  collection  = "${var.pipeline.firestore_prefix}tasks"
+  query_scope = "COLLECTION"
+
+  fields {
+    field_path = "instance"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "state"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "order_key"
+    order      = "ASCENDING"
+  }
+
+  depends_on = [google_project_service.enabled]
+}

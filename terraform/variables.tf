@@ -1,0 +1,275 @@
+variable "project" {
+  description = "Project that hosts the pipeline (functions, topics, Firestore, buckets, scheduler)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project))
+    error_message = "project must be a Google Cloud project id (6-30 chars: lowercase letters, digits, hyphens)."
+  }
+}
+
+variable "region" {
+  description = "Region for the functions, the scheduler job and (unless overridden) buckets and Firestore."
+  type        = string
+  default     = "europe-west1"
+
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]$", var.region))
+    error_message = "region must look like europe-west1."
+  }
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name. The default gives the names of the interface contract: cdc-ticks, cdc-work, cdc-dead-letter, ..."
+  type        = string
+  default     = "cdc"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,11}$", var.name_prefix))
+    error_message = "name_prefix must be 2-12 chars, lowercase letters, digits and hyphens, starting with a letter (service account ids are limited to 30 chars)."
+  }
+}
+
+variable "create_bucket" {
+  description = "Create the export bucket. false: use the existing bucket named by bucket_name."
+  type        = bool
+  default     = true
+}
+
+variable "bucket_name" {
+  description = "Export bucket name. null with create_bucket = true: <project>-<name_prefix>-exports."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.bucket_name == null || can(regex("^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$", var.bucket_name))
+    error_message = "bucket_name must be a valid Cloud Storage bucket name."
+  }
+}
+
+variable "bucket_location" {
+  description = "Location of the created buckets. null: the region."
+  type        = string
+  default     = null
+}
+
+variable "export_retention_days" {
+  description = "Delete exported objects this many days after creation. null: keep them forever."
+  type        = number
+  default     = null
+
+  validation {
+    condition     = var.export_retention_days == null || try(var.export_retention_days >= 1, false)
+    error_message = "export_retention_days must be null or at least 1."
+  }
+}
+
+variable "noncurrent_version_retention_days" {
+  description = "Versioning is on for both buckets; overwritten or deleted object versions are removed after this many days."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.noncurrent_version_retention_days >= 1
+    error_message = "noncurrent_version_retention_days must be at least 1."
+  }
+}
+
+variable "create_firestore_database" {
+  description = "Create the Firestore database (native mode). false: use the existing native-mode database named by firestore_database."
+  type        = bool
+  default     = true
+}
+
+variable "firestore_database" {
+  description = "Firestore database id; \"(default)\" is the project's default database."
+  type        = string
+  default     = "(default)"
+
+  validation {
+    condition     = var.firestore_database == "(default)" || can(regex("^[a-z][a-z0-9-]{2,61}[a-z0-9]$", var.firestore_database))
+    error_message = "firestore_database must be \"(default)\" or a database id (4-63 chars, lowercase letters, digits, hyphens)."
+  }
+}
+
+variable "firestore_location" {
+  description = "Location of a created Firestore database (a region such as europe-west1 or a multi-region such as eur3). null: the region."
+  type        = string
+  default     = null
+}
+
+variable "tick_schedule" {
+  description = "Cron schedule (UTC) of the Cloud Scheduler job that publishes the tick. Ticks are cheap and idempotent; each source's own interval decides what is due."
+  type        = string
+  default     = "*/5 * * * *"
+
+  validation {
+    condition     = length(split(" ", trimspace(var.tick_schedule))) == 5
+    error_message = "tick_schedule must be a five-field cron expression."
+  }
+}
+
+variable "paused" {
+  description = "Pause the tick job (no new windows are planned; work already queued still drains)."
+  type        = bool
+  default     = false
+}
+
+variable "runtime" {
+  description = "Cloud Functions Python runtime."
+  type        = string
+  default     = "python312"
+
+  validation {
+    condition     = contains(["python311", "python312"], var.runtime)
+    error_message = "runtime must be python311 or python312."
+  }
+}
+
+variable "function_memory" {
+  description = "Memory of each function instance (Cloud Run notation, e.g. 256Mi, 512Mi, 1Gi)."
+  type        = string
+  default     = "512Mi"
+
+  validation {
+    condition     = can(regex("^[0-9]+(Mi|Gi)$", var.function_memory))
+    error_message = "function_memory must look like 512Mi or 1Gi."
+  }
+}
+
+variable "planner_timeout_seconds" {
+  description = "Planner function timeout."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.planner_timeout_seconds >= 60 && var.planner_timeout_seconds <= 540
+    error_message = "planner_timeout_seconds must be between 60 and 540."
+  }
+}
+
+variable "worker_timeout_seconds" {
+  description = "Worker function timeout. The worker stops polling at its own budget (config worker.budget_seconds, 300 by default) and re-publishes itself, well before this."
+  type        = number
+  default     = 540
+
+  validation {
+    condition     = var.worker_timeout_seconds >= 120 && var.worker_timeout_seconds <= 540
+    error_message = "worker_timeout_seconds must be between 120 and 540 (the push ack deadline is 600 s)."
+  }
+}
+
+variable "planner_max_instances" {
+  description = "Maximum planner instances. One is enough: ticks are rare and planning is idempotent."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.planner_max_instances >= 1 && var.planner_max_instances <= 10
+    error_message = "planner_max_instances must be between 1 and 10."
+  }
+}
+
+variable "worker_max_instances" {
+  description = "Maximum worker instances. Each Cloud SQL instance has one chain guarded by a Firestore lease, so more than one is safe; about one per source instance is the useful maximum."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.worker_max_instances >= 1 && var.worker_max_instances <= 20
+    error_message = "worker_max_instances must be between 1 and 20."
+  }
+}
+
+variable "max_delivery_attempts" {
+  description = "Deliveries of one message to a function before Pub/Sub moves it to the dead-letter topic (5-100)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.max_delivery_attempts >= 5 && var.max_delivery_attempts <= 100
+    error_message = "max_delivery_attempts must be between 5 and 100 (Pub/Sub limits)."
+  }
+}
+
+variable "alert_email" {
+  description = "Address that receives alerts (function errors, dead letters). null: the alert policies exist without a notification channel."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.alert_email == null || can(regex("^[^@ ]+@[^@ ]+\\.[^@ ]+$", var.alert_email))
+    error_message = "alert_email must be an e-mail address or null."
+  }
+}
+
+variable "pipeline" {
+  description = <<-EOT
+    The pipeline configuration (the CDC_CONFIG document of the interface contract) without the parts
+    Terraform owns: project, region, bucket, firestore.database and topics are filled in here.
+    Optional fields left out (null) are omitted from the document, so the code's defaults apply.
+  EOT
+  type = object({
+    root              = optional(string, "cdc")
+    firestore_prefix  = optional(string, "cdc_")
+    layout            = optional(map(string))
+    backfill          = optional(object({ max_windows = number }))
+    worker            = optional(map(number))
+    lag_alert_seconds = optional(number)
+    sources = list(object({
+      name        = string
+      instance    = string
+      database    = string
+      schema      = optional(string)
+      interval    = string
+      settle      = optional(string)
+      catchup_cap = optional(number)
+      start       = optional(string)
+      offload     = optional(bool)
+      # Template of the per-window schema query (default schema.sql).
+      schema_template = optional(string)
+      csv = optional(object({
+        escape               = optional(string)
+        quote                = optional(string)
+        fields_terminated_by = optional(string)
+        gzip                 = optional(bool)
+      }))
+      tables = list(object({
+        name             = string
+        template         = optional(string)
+        watermark_column = optional(string)
+        params           = optional(map(any))
+      }))
+    }))
+  })
+
+  validation {
+    condition     = length(var.pipeline.sources) > 0
+    error_message = "pipeline.sources must name at least one source."
+  }
+
+  validation {
+    condition     = length(distinct([for s in var.pipeline.sources : s.name])) == length(var.pipeline.sources)
+    error_message = "pipeline.sources[*].name must be unique."
+  }
+
+  validation {
+    condition     = alltrue([for s in var.pipeline.sources : can(regex("^[a-z][a-z0-9.:-]*[a-z0-9]:[a-z][a-z0-9-]*$", s.instance))])
+    error_message = "pipeline.sources[*].instance must be \"project:instance\"."
+  }
+
+  validation {
+    condition     = alltrue([for s in var.pipeline.sources : length(s.tables) > 0])
+    error_message = "every pipeline source needs at least one table."
+  }
+
+  validation {
+    condition     = can(regex("^[a-z0-9][a-z0-9_./-]*[a-z0-9]$", var.pipeline.root))
+    error_message = "pipeline.root must be an object-key prefix without leading or trailing slash."
+  }
+
+  validation {
+    condition     = can(regex("^[A-Za-z][A-Za-z0-9_]*$", var.pipeline.firestore_prefix))
+    error_message = "pipeline.firestore_prefix must be letters, digits and underscores."
+  }
+}
