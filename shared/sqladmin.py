@@ -9,6 +9,7 @@ the same code talks to the local Admin API emulator.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from typing import Any, Literal
 import google.auth
 import httplib2
 from google.auth.credentials import AnonymousCredentials, Credentials
+from google_auth_httplib2 import AuthorizedHttp
 from googleapiclient import discovery
 from googleapiclient.errors import HttpError
 
@@ -26,6 +28,7 @@ OperationStatus = Literal["PENDING", "RUNNING", "DONE", "SQL_OPERATION_STATUS_UN
 _BUSY_REASON = "operationInProgress"
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 _QUICK_RETRY_DELAYS = (0.1, 0.3, 1.0)
+_TIMEOUT_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,11 @@ class Operation:
     @property
     def failed(self) -> bool:
         return self.done and self.error_code is not None
+
+    @classmethod
+    def unknown(cls, name: str, uri: str | None, status: int, message: str) -> Operation:
+        """A stand-in for an operation the API no longer answers for: DONE, with its outcome unknown."""
+        return cls(name, "DONE", uri, f"HTTP_{status}", message, None, None, None)
 
     @classmethod
     def from_resource(cls, resource: dict[str, Any]) -> Operation:
@@ -95,6 +103,8 @@ class SqlAdmin:
         if credentials is None:
             credentials = AnonymousCredentials() if endpoint else google.auth.default()[0]
         options = {"api_endpoint": endpoint} if endpoint else None
+        self._credentials = credentials
+        self._local = threading.local()
         self._api = discovery.build(
             "sqladmin",
             "v1",
@@ -104,11 +114,19 @@ class SqlAdmin:
             cache_discovery=False,
         )
 
+    def _http(self) -> AuthorizedHttp:
+        """One HTTP connection per thread: httplib2 is not thread-safe, and one process may run the
+        chains of several instances at once."""
+        http = getattr(self._local, "http", None)
+        if http is None:
+            http = self._local.http = AuthorizedHttp(self._credentials, http=httplib2.Http(timeout=_TIMEOUT_SECONDS))
+        return http
+
     def _call(self, request: Any) -> dict[str, Any]:
         """Execute with a few quick retries for transient errors, then map whatever remains."""
         for delay in (*_QUICK_RETRY_DELAYS, None):
             try:
-                return request.execute(num_retries=0)
+                return request.execute(http=self._http(), num_retries=0)
             except HttpError as exc:
                 mapped = _classify(exc)
                 if not isinstance(mapped, TransientApiError) or delay is None:

@@ -159,9 +159,11 @@ class StateStore:
             batch = self.client.batch()
             missing = [(t, r) for t, r in zip(chunk, refs, strict=True) if t.id not in snaps]
             for task, ref in missing:
-                batch.create(ref, task.to_doc())
+                # A task created by a forced backfill carries its token too: the redelivered request
+                # must not force it again.
+                batch.create(ref, {**task.to_doc(), "force_token": force_token or task.force_token})
             if missing:
-                self._commit_tolerating_races(batch, missing)
+                self._commit_tolerating_races(batch, missing, force_token)
             created += len(missing)
             existing += len(snaps)
             if force_token:
@@ -193,14 +195,16 @@ class StateStore:
             return False
         return True
 
-    def _commit_tolerating_races(self, batch: Any, missing: Sequence[tuple[Task, Any]]) -> None:
+    def _commit_tolerating_races(
+        self, batch: Any, missing: Sequence[tuple[Task, Any]], force_token: str | None
+    ) -> None:
         """Commit a batch of creates; if another planner raced us, create the rest one by one."""
         try:
             batch.commit()
         except (gexc.AlreadyExists, gexc.Conflict):
             for task, ref in missing:
                 try:
-                    ref.create(task.to_doc())
+                    ref.create({**task.to_doc(), "force_token": force_token or task.force_token})
                 except (gexc.AlreadyExists, gexc.Conflict):
                     continue
 
@@ -236,6 +240,11 @@ class StateStore:
         return any(
             next(iter(self._query(instance=instance, state=s).limit(1).stream()), None) for s in OPEN_STATES
         )
+
+    def tasks_from(self, low: pendulum.DateTime) -> list[Task]:
+        """Tasks whose window starts at or after `low` (a single-field range: no composite index needed)."""
+        query = self._tasks.where(filter=FieldFilter("low", ">=", low))
+        return [Task.from_snapshot(s) for s in query.stream()]
 
     def all_tasks(self, *, source: str | None = None) -> list[Task]:
         query = self._tasks if source is None else self._query(source=source)
