@@ -63,6 +63,7 @@ class Pipeline:
         self.doc = doc
         config_path.write_text(json.dumps(doc))
         stack.restart_functions(config_path=config_path, extra_env=extra_env)
+        stack.reset()
         os.environ["CDC_CONFIG_FILE"] = str(config_path)
         self.config = parse_config(doc, sqladmin_endpoint=stack.env()["CDC_SQLADMIN_ENDPOINT"])
         self.driver = Driver(self.config)
