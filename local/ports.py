@@ -7,7 +7,7 @@ import time
 from dataclasses import asdict, dataclass
 
 HOST = "127.0.0.1"
-DEFAULT_PORT_BASE = 47100
+DEFAULT_PORT_BASE = 17100
 
 # Offsets from the base port. Fixed, so that two stacks with different bases never overlap
 # as long as their bases are at least len(OFFSETS) apart.

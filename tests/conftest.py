@@ -1,7 +1,7 @@
 """Shared fixtures: one dedicated local stack for the whole test session (never the `make up` one).
 
-The session stack lives in `.stack-test/` on port base 47300 (override: CDC_TEST_STACK_DIR,
-CDC_TEST_PORT_BASE), so tests can run while a `make up` stack (47100, `.stack/`) is serving the demo.
+The session stack lives in `.stack-test/` on port base 17300 (override: CDC_TEST_STACK_DIR,
+CDC_TEST_PORT_BASE), so tests can run while a `make up` stack (17100, `.stack/`) is serving the demo.
 Tests that need it are marked `@pytest.mark.stack` and take `stack` (shared state) or `clean_stack`
 (emptied emulators, client env applied).
 """
@@ -17,7 +17,7 @@ import pytest
 from local.stack import DEFAULT_CONFIG, REPO, Stack
 
 TEST_STACK_DIR = Path(os.environ.get("CDC_TEST_STACK_DIR", REPO / ".stack-test"))
-TEST_PORT_BASE = int(os.environ.get("CDC_TEST_PORT_BASE", "47300"))
+TEST_PORT_BASE = int(os.environ.get("CDC_TEST_PORT_BASE", "17300"))
 
 
 def apply_stack_env(monkeypatch: pytest.MonkeyPatch, stack: Stack) -> dict[str, str]:

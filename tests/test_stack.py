@@ -34,7 +34,7 @@ from local.stack import (
 )
 
 T = TypeVar("T")
-LIFECYCLE_PORT_BASE = 47500
+LIFECYCLE_PORT_BASE = 17500
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -103,7 +103,7 @@ def test_lifecycle_up_status_up_again_down(tmp_path: Path) -> None:
 
 
 def test_status_and_down_without_a_stack(tmp_path: Path) -> None:
-    idle = Stack(tmp_path / "none", 47650)
+    idle = Stack(tmp_path / "none", 17650)
     assert idle.status() == {}
     idle.down()  # nothing recorded: nothing to stop, no error
 
@@ -123,20 +123,20 @@ def test_missing_prerequisite_names_the_debian_package(tmp_path: Path, override:
     if "PATH" in override:
         env.pop("CDC_STACK_JAVA", None)
     started = time.monotonic()
-    result = _cli("up", "--state-dir", str(tmp_path / "state"), "--port-base", "47600", env=env)
+    result = _cli("up", "--state-dir", str(tmp_path / "state"), "--port-base", "17600", env=env)
     assert result.returncode == 2
     assert f"install the Debian package {package}" in result.stderr, result.stderr
     assert time.monotonic() - started < 5
     assert not (tmp_path / "state" / "stack.json").exists()
-    assert all(port_free(p) for p in PortLayout.from_base(47600).as_dict().values())
+    assert all(port_free(p) for p in PortLayout.from_base(17600).as_dict().values())
 
 
 def test_env_command_prints_exports_for_the_client_variables(tmp_path: Path) -> None:
-    result = _cli("env", "--state-dir", str(tmp_path), "--port-base", "47660")
+    result = _cli("env", "--state-dir", str(tmp_path), "--port-base", "17660")
     assert result.returncode == 0
-    assert "export FIRESTORE_EMULATOR_HOST=127.0.0.1:47660" in result.stdout
-    assert "export STORAGE_EMULATOR_HOST=http://127.0.0.1:47662" in result.stdout
-    assert "export CDC_SQLADMIN_ENDPOINT=http://127.0.0.1:47664/" in result.stdout
+    assert "export FIRESTORE_EMULATOR_HOST=127.0.0.1:17660" in result.stdout
+    assert "export STORAGE_EMULATOR_HOST=http://127.0.0.1:17662" in result.stdout
+    assert "export CDC_SQLADMIN_ENDPOINT=http://127.0.0.1:17664/" in result.stdout
 
 
 # ----- wiring ---------------------------------------------------------------------------------------
