@@ -1,0 +1,51 @@
+"""The one table from Cloud SQL Admin API errors to project errors."""
+
+from __future__ import annotations
+
+import json
+
+import httplib2
+import pytest
+from googleapiclient.errors import HttpError
+
+from shared.errors import ExportRejected, InstanceBusy, TransientApiError
+from shared.sqladmin import Operation, _classify
+
+
+def http_error(status: int, reason: str, message: str = "boom") -> HttpError:
+    body = {"error": {"code": status, "message": message, "errors": [{"reason": reason, "message": message}]}}
+    return HttpError(httplib2.Response({"status": status}), json.dumps(body).encode())
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "expected"),
+    [
+        (409, "operationInProgress", InstanceBusy),
+        (403, "operationInProgress", InstanceBusy),
+        (429, "rateLimitExceeded", TransientApiError),
+        (500, "backendError", TransientApiError),
+        (503, "backendError", TransientApiError),
+        (400, "invalid", ExportRejected),
+        (403, "notAuthorized", ExportRejected),
+        (404, "instanceDoesNotExist", ExportRejected),
+    ],
+)
+def test_errors_map_through_one_table(status: int, reason: str, expected: type) -> None:
+    mapped = _classify(http_error(status, reason))
+    assert type(mapped) is expected
+    if isinstance(mapped, ExportRejected):
+        assert (mapped.status, mapped.reason) == (status, reason)
+
+
+def test_operation_done_with_error() -> None:
+    op = Operation.from_resource(
+        {
+            "name": "op-1",
+            "status": "DONE",
+            "exportContext": {"uri": "gs://b/k.csv"},
+            "error": {"errors": [{"code": "ERROR_RDBMS", "message": "relation does not exist"}]},
+        }
+    )
+    assert (op.done, op.failed, op.uri, op.error_code) == (True, True, "gs://b/k.csv", "ERROR_RDBMS")
+    running = Operation.from_resource({"name": "op-2", "status": "RUNNING"})
+    assert (running.done, running.failed) == (False, False)
