@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv up down status demo test lint bench clean
+.PHONY: venv up down status demo test tf-check lint bench clean
 
 venv: $(STAMP)
 
@@ -32,7 +32,11 @@ lint: venv
 
 test: venv
 	$(PY) -m ruff check .
+	sh local/ensure_chromium.sh
 	$(PY) -m pytest
+
+tf-check: venv
+	$(PY) -m pytest tests/test_terraform.py tests/test_terraform_archive.py tests/test_terraform_lint.py
 
 bench: venv
 	$(PY) -m bench

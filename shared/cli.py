@@ -1,14 +1,24 @@
-"""`cdc`: operator commands over the library the functions use. Nothing here touches Firestore or Pub/Sub.
+"""`cdc`: operator commands over the library the functions use.
 
     cdc render TABLE --at T [--source S] [--generation N] [--json]  SQL, object URI, export request body
     cdc render --schema --at T ...                                    the same for the schema export
     cdc plan --at T [--since T | --watermark T] [--source S] [--json] the tasks a tick at T would create
+    cdc status [--at T] [--json]                                      watermarks, lag, queue, errors
+    cdc backfill --start T --end T [--source S] [--tables ...] [--force] [--[no-]offload] [--wait]
+    cdc retry (--task ID ... | --failed)                              re-queue failed tasks, wake the chains
+    cdc report --html PATH [--windows N | --since T] [--at T]         one self-contained HTML page
+
+render and plan read the config and templates only; the others read Firestore (through StateStore) and
+publish to Pub/Sub: with the emulator variables set (`python -m local.stack env`) they use the local stack,
+without them the real project through Application Default Credentials.
 
 Configuration: `--config PATH`, else CDC_CONFIG / CDC_CONFIG_FILE (see shared/config.py).
-Exit codes: 0 done, 2 bad input (argparse usage errors, or one `cdc: error: ...` line for project errors).
+Exit codes: 0 done / healthy; 1 unhealthy (status: a failed task or a table lagging past lag_alert_seconds;
+backfill --wait: a task failed); 2 bad input (argparse usage errors, or one `cdc: error: ...` line for project
+errors); 3 backfill --wait timed out; 4 Google Cloud could not be reached or refused (credentials, network).
 
 Adding a subcommand: write `_add_NAME(parser)` and `_run_NAME(args, config) -> int`, and append a
-`Subcommand` to SUBCOMMANDS. `main` does the parsing, loads the config and maps CdcError to exit code 2.
+`Subcommand` to SUBCOMMANDS. `main` does the parsing, loads the config and maps errors to exit codes.
 """
 
 from __future__ import annotations
@@ -19,16 +29,26 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import pendulum
+from google.api_core.exceptions import GoogleAPIError
+from google.auth.exceptions import GoogleAuthError
 from pendulum import DateTime
 
+from shared import backfill, report, status
+from shared.clients import Clients
 from shared.config import Config, SourceConfig, load_config
 from shared.errors import CdcError, WindowError
+from shared.retry import retry_failed
 from shared.templates import Templates, export_request_body, export_uri
 from shared.windows import Window, due_windows, parse_timestamp
 
+EXIT_UNHEALTHY = 1
 EXIT_BAD_INPUT = 2
+EXIT_TIMEOUT = 3
+EXIT_CLOUD = 4
 
 
 @dataclass(frozen=True)
@@ -188,6 +208,138 @@ def _run_plan(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+# --- status -------------------------------------------------------------------------------------------------
+
+
+def _add_status(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--at", type=timestamp_arg, metavar="TIMESTAMP", help="measure lag at this instant (default: now)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def _run_status(args: argparse.Namespace, config: Config) -> int:
+    result = status.collect_status(config, Clients(config).state, clock=args.at)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        print(status.format_status(result))
+    return 0 if result.healthy else EXIT_UNHEALTHY
+
+
+# --- backfill -----------------------------------------------------------------------------------------------
+
+
+def _add_backfill(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--start", required=True, type=timestamp_arg, metavar="TIMESTAMP", help="first window's low")
+    parser.add_argument("--end", required=True, type=timestamp_arg, metavar="TIMESTAMP", help="last window's high")
+    _add_source(parser)
+    parser.add_argument("--tables", nargs="+", metavar="TABLE", help="only these tables (default: all of the source)")
+    parser.add_argument("--force", action="store_true", help="re-export windows already done (new object generation)")
+    parser.add_argument(
+        "--offload", action=argparse.BooleanOptionalAction, default=None,
+        help="serverless export (default: the source's setting)",
+    )  # fmt: skip
+    parser.add_argument("--wait", action="store_true", help="follow the tasks with a progress bar until all finish")
+    parser.add_argument(
+        "--timeout", type=float, default=3600, metavar="SECONDS", help="give up waiting after this long (default 3600)"
+    )
+
+
+def _progress_printer() -> Callable[[backfill.Progress], None]:
+    """A progress bar redrawn in place on a terminal; elsewhere one line per change."""
+    last: list[str] = []
+    tty = sys.stderr.isatty()
+
+    def show(progress: backfill.Progress) -> None:
+        line = progress.line()
+        if last and last[0] == line:
+            return
+        last[:] = [line]
+        if tty:
+            print("\r" + line.ljust(78), end="" if not progress.complete else "\n", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    return show
+
+
+def _run_backfill(args: argparse.Namespace, config: Config) -> int:
+    data = backfill.request_data(
+        start=args.start, end=args.end, source=args.source, tables=args.tables, force=args.force, offload=args.offload
+    )
+    request = backfill.check_backfill(config, data, pendulum.now("UTC"))
+    ids = backfill.task_ids(config, request)
+    clients = Clients(config)
+    stale = backfill.finished_before(clients.state, ids) if args.wait and request.force else set()
+    message_id = backfill.publish_ticks(config, data)
+    windows = len(ids) // (1 + len(request.tables))
+    print(
+        f"published backfill {message_id}: source {request.source} [{request.start.isoformat()}, "
+        f"{request.end.isoformat()}) {windows} window(s) x {len(request.tables)} table(s) + schema = {len(ids)} task(s)"
+        f"{', force' if request.force else ''}{', offload' if request.offload else ''}"
+    )
+    if not args.wait:
+        return 0
+    progress = backfill.wait(
+        clients.state, ids, force_token=message_id, stale=stale, timeout=args.timeout, report=_progress_printer()
+    )
+    print(f"done {progress.states['done']}, failed {progress.states['failed']}, of {progress.total}")
+    if not progress.complete:
+        print(f"cdc: timed out after {args.timeout:g}s: {progress.line()}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    return EXIT_UNHEALTHY if progress.states["failed"] else 0
+
+
+# --- retry --------------------------------------------------------------------------------------------------
+
+
+def _add_retry(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--task", action="append", metavar="ID", help="a failed task's id (repeatable)")
+    which.add_argument("--failed", action="store_true", help="every failed task")
+
+
+def _run_retry(args: argparse.Namespace, config: Config) -> int:
+    result = retry_failed(Clients(config), args.task)
+    if not result.requeued:
+        print("no failed tasks: nothing to retry")
+        return 0
+    for tid in result.requeued:
+        print(f"re-queued {tid}")
+    print(f"woke {', '.join(result.woken)}")
+    return 0
+
+
+# --- report -------------------------------------------------------------------------------------------------
+
+
+def _add_report(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--html", required=True, metavar="PATH", help="write the page here")
+    span = parser.add_mutually_exclusive_group()
+    span.add_argument(
+        "--windows", type=int, default=48, metavar="N", help="windows per source, up to its planning cursor (48)"
+    )
+    span.add_argument("--since", type=timestamp_arg, metavar="TIMESTAMP", help="every window from here on")
+    parser.add_argument(
+        "--at", type=timestamp_arg, metavar="TIMESTAMP", help="measure lag at this instant (default: now)"
+    )
+
+
+def _run_report(args: argparse.Namespace, config: Config) -> int:
+    if args.windows < 1:
+        raise CdcError(f"--windows {args.windows} is not a positive number")
+    data = report.collect_report(config, Clients(config).state, windows=args.windows, since=args.since, clock=args.at)
+    path = Path(args.html)
+    try:
+        path.write_text(report.render_html(data), encoding="utf-8")
+    except OSError as e:
+        raise CdcError(f"cannot write {path}: {e.strerror}") from e
+    cells = sum(len(cells) for t in data.timelines for _, cells in t.rows)
+    print(f"wrote {path} ({cells} cells, {len(data.errors)} errors)")
+    return 0
+
+
 SUBCOMMANDS: list[Subcommand] = [
     Subcommand(
         "render",
@@ -205,6 +357,39 @@ SUBCOMMANDS: list[Subcommand] = [
         "or --watermark to see a catch-up.",
         _add_plan,
         _run_plan,
+    ),
+    Subcommand(
+        "status",
+        "watermarks, lag, queue and errors per source and table",
+        "Per source instance and table: the watermark, the lag behind the clock, pending / running / failed tasks, "
+        "the export in flight and its age, and the last error. Exit code 1 when a task has failed or a table lags "
+        "past lag_alert_seconds, 0 otherwise.",
+        _add_status,
+        _run_status,
+    ),
+    Subcommand(
+        "backfill",
+        "queue a backfill (checked like the planner does), optionally wait for it",
+        "Check the backfill with the planner's own rules, publish it to the ticks topic, and with --wait follow "
+        "its tasks until every one is done or failed (exit 1 if any failed, 3 on --timeout).",
+        _add_backfill,
+        _run_backfill,
+    ),
+    Subcommand(
+        "retry",
+        "re-queue failed tasks and wake their chains",
+        "Put failed tasks back in the queue (attempts reset, next object generation) and publish a work message "
+        "per instance concerned.",
+        _add_retry,
+        _run_retry,
+    ),
+    Subcommand(
+        "report",
+        "write a self-contained HTML page: timelines, lag, errors",
+        "Write one HTML page (no external assets): a timeline per source with a cell per table and window "
+        "coloured by task state, each table's watermark and lag, and the most recent errors.",
+        _add_report,
+        _run_report,
     ),
 ]
 
@@ -236,6 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CdcError as e:
         print("cdc: error: " + " ".join(str(e).split()), file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (GoogleAPIError, GoogleAuthError) as e:
+        print("cdc: error: Google Cloud: " + " ".join(str(e).split())[:500], file=sys.stderr)
+        return EXIT_CLOUD
 
 
 if __name__ == "__main__":

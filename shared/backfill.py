@@ -1,0 +1,131 @@
+"""`cdc backfill`: check a backfill request exactly as the planner will, publish it, and follow its tasks.
+
+The check runs the planner's own parser (`shared.messages.parse_event`) on the message about to be
+published, inside a local Pub/Sub envelope whose publish time is now: every rule (source, tables, grid,
+window cap, end not after the latest settled window) is the same code, so what passes here is planned.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pendulum
+from google.cloud import pubsub_v1
+
+from shared.config import Config
+from shared.messages import Backfill, backfill_message, parse_event
+from shared.state import StateStore, Task, task_id
+
+_PUBLISH_TIMEOUT_SECONDS = 30
+FINISHED = ("done", "failed")
+
+
+@dataclass(frozen=True)
+class _LocalEvent:
+    """The shape of a functions-framework CloudEvent that `parse_event` reads."""
+
+    data: dict[str, Any]
+
+
+def check_backfill(config: Config, data: bytes, now: pendulum.DateTime) -> Backfill:
+    """Parse `data` as the planner would if Pub/Sub published it at `now`; raises MessageError."""
+    message = {"data": base64.b64encode(data).decode(), "messageId": "cdc-cli-check", "publishTime": now.isoformat()}
+    parsed = parse_event(_LocalEvent({"message": message}), config)
+    if not isinstance(parsed, Backfill):  # backfill_message always encodes kind=backfill
+        raise TypeError(f"expected a backfill, parsed {type(parsed).__name__}")
+    return parsed
+
+
+def request_data(
+    *,
+    start: pendulum.DateTime,
+    end: pendulum.DateTime,
+    source: str | None,
+    tables: Sequence[str] | None,
+    force: bool,
+    offload: bool | None,
+) -> bytes:
+    return backfill_message(start, end, source=source, tables=tables, force=force, offload=offload)
+
+
+def task_ids(config: Config, request: Backfill) -> list[str]:
+    """The ids of the tasks the planner creates for `request` (a schema task and one per table per window)."""
+    source = config.source(request.source)
+    ids = []
+    for window in source.schedule.windows_between(request.start, request.end):
+        ids.extend(task_id(source.name, window.low, table) for table in (None, *request.tables))
+    return ids
+
+
+def publish_ticks(config: Config, data: bytes) -> str:
+    """Publish to the ticks topic (the planner's); returns the message id (the planner's force token)."""
+    publisher = pubsub_v1.PublisherClient()
+    topic = publisher.topic_path(config.project, config.ticks_topic)
+    return publisher.publish(topic, data).result(timeout=_PUBLISH_TIMEOUT_SECONDS)
+
+
+@dataclass
+class Progress:
+    """How many of the backfill's tasks are in each state; `waiting` ones are not (re-)queued yet."""
+
+    total: int
+    states: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def finished(self) -> int:
+        return self.states["done"] + self.states["failed"]
+
+    @property
+    def complete(self) -> bool:
+        return self.finished == self.total
+
+    def line(self, width: int = 30) -> str:
+        filled = width * self.finished // self.total if self.total else width
+        bar = "#" * filled + "-" * (width - filled)
+        parts = [f"{self.states[s]} {s}" for s in ("done", "failed", "running", "pending", "waiting") if self.states[s]]
+        return f"[{bar}] {self.finished}/{self.total}  " + ", ".join(parts)
+
+
+def _progress(ids: Sequence[str], tasks: dict[str, Task], force_token: str | None, stale: set[str]) -> Progress:
+    progress = Progress(total=len(ids))
+    for tid in ids:
+        task = tasks.get(tid)
+        if task is None or (tid in stale and task.force_token != force_token):
+            progress.states["waiting"] += 1  # not planned (or not re-queued) yet
+        elif task.state in FINISHED:
+            progress.states[task.state] += 1
+        elif task.state == "pending":
+            progress.states["pending"] += 1
+        else:
+            progress.states["running"] += 1
+    return progress
+
+
+def finished_before(state: StateStore, ids: Sequence[str]) -> set[str]:
+    """Tasks already done or failed: a forced backfill re-queues them, so they only count once re-run."""
+    return {tid for tid, task in state.get_tasks(ids).items() if task.state in FINISHED}
+
+
+def wait(
+    state: StateStore,
+    ids: Sequence[str],
+    *,
+    force_token: str | None,
+    stale: set[str],
+    timeout: float,
+    report: Callable[[Progress], None],
+    poll_seconds: float = 1.0,
+) -> Progress:
+    """Poll the tasks until every one is done or failed, or `timeout` seconds pass; returns the last progress."""
+    deadline = time.monotonic() + timeout
+    while True:
+        progress = _progress(ids, state.get_tasks(ids), force_token, stale)
+        report(progress)
+        if progress.complete or time.monotonic() >= deadline:
+            return progress
+        time.sleep(poll_seconds)

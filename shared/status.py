@@ -1,0 +1,261 @@
+"""`cdc status`: the pipeline at a glance, per source instance and table, read from the StateStore.
+
+Reads only tasks that are not done (pending, submitting, running, failed: equality queries on `state`),
+the watermarks and the instances' leases, so it stays cheap however long the pipeline has run.
+Lag is measured like the planner's freshness log: the clock minus the table's watermark, and a table is
+lagging when that exceeds `lag_alert_seconds`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import pendulum
+
+from shared.config import Config
+from shared.state import StateStore, Task, TaskState
+
+SCHEMA_ROW = "(schema)"
+COUNTED_STATES: tuple[TaskState, ...] = ("pending", "submitting", "running", "failed")
+
+
+@dataclass(frozen=True)
+class ErrorSeen:
+    """The error stored on a task (failed for good, or pending a retry)."""
+
+    task: str
+    state: str
+    code: str
+    message: str
+    at: pendulum.DateTime | None
+
+    @classmethod
+    def of(cls, task: Task) -> ErrorSeen:
+        error = task.error or {}
+        at = pendulum.instance(task.update_time).in_timezone("UTC") if task.update_time else None
+        return cls(task.id, task.state, str(error.get("code", "")), str(error.get("message", "")), at)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "state": self.state,
+            "code": self.code,
+            "message": self.message,
+            "at": self.at.isoformat() if self.at else None,
+        }
+
+
+@dataclass(frozen=True)
+class TableStatus:
+    table: str
+    watermark: pendulum.DateTime | None
+    lag_seconds: float | None
+    lagging: bool
+    pending: int
+    running: int
+    failed: int
+    last_error: ErrorSeen | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "watermark": self.watermark.isoformat() if self.watermark else None,
+            "lag_seconds": self.lag_seconds,
+            "lagging": self.lagging,
+            "pending": self.pending,
+            "running": self.running,
+            "failed": self.failed,
+            "last_error": self.last_error.to_json() if self.last_error else None,
+        }
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """The export the instance's chain is waiting for (submitting: the API call is being made)."""
+
+    task: str
+    state: str
+    operation: str | None
+    submitted_at: pendulum.DateTime | None
+    age_seconds: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "state": self.state,
+            "operation": self.operation,
+            "submitted_at": self.submitted_at.isoformat() if self.submitted_at else None,
+            "age_seconds": self.age_seconds,
+        }
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    source: str
+    instance: str
+    lease_holder: str | None
+    lease_expires: pendulum.DateTime | None
+    in_flight: InFlight | None
+    tables: tuple[TableStatus, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "instance": self.instance,
+            "lease": {"holder": self.lease_holder, "expires": self.lease_expires.isoformat()}
+            if self.lease_holder and self.lease_expires
+            else None,
+            "in_flight": self.in_flight.to_json() if self.in_flight else None,
+            "tables": [t.to_json() for t in self.tables],
+        }
+
+
+@dataclass(frozen=True)
+class Status:
+    clock: pendulum.DateTime
+    threshold_seconds: float
+    sources: tuple[SourceStatus, ...]
+
+    @property
+    def failed(self) -> int:
+        return sum(t.failed for s in self.sources for t in s.tables)
+
+    @property
+    def lagging(self) -> list[str]:
+        return [f"{s.source}.{t.table}" for s in self.sources for t in s.tables if t.lagging]
+
+    @property
+    def healthy(self) -> bool:
+        return self.failed == 0 and not self.lagging
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "clock": self.clock.isoformat(),
+            "threshold_seconds": self.threshold_seconds,
+            "healthy": self.healthy,
+            "failed": self.failed,
+            "lagging": self.lagging,
+            "sources": [s.to_json() for s in self.sources],
+        }
+
+
+def _table_status(
+    name: str,
+    tasks: list[Task],
+    watermark: pendulum.DateTime | None,
+    clock: pendulum.DateTime,
+    threshold: float,
+) -> TableStatus:
+    counts = Counter(t.state for t in tasks)
+    with_error = [t for t in tasks if t.error]
+    last = max(with_error, key=lambda t: (t.update_time is not None, t.update_time or 0, t.id), default=None)
+    lag = max(0.0, (clock - watermark).total_seconds()) if watermark else None
+    return TableStatus(
+        table=name,
+        watermark=watermark,
+        lag_seconds=lag,
+        lagging=lag is not None and lag > threshold,
+        pending=counts["pending"],
+        running=counts["running"] + counts["submitting"],
+        failed=counts["failed"],
+        last_error=ErrorSeen.of(last) if last else None,
+    )
+
+
+def _in_flight(tasks: list[Task], now: pendulum.DateTime) -> InFlight | None:
+    active = [t for t in tasks if t.state in ("submitting", "running")]
+    if not active:
+        return None
+    task = min(active, key=lambda t: (t.submitted_at or now, t.id))
+    age = max(0.0, (now - task.submitted_at).total_seconds()) if task.submitted_at else None
+    return InFlight(task.id, task.state, task.operation, task.submitted_at, age)
+
+
+def collect_status(config: Config, state: StateStore, *, clock: pendulum.DateTime | None = None) -> Status:
+    """The status of every configured source; `clock` (default now) is what lag is measured against.
+    Operation ages are always measured against the wall clock."""
+    now = pendulum.now("UTC")
+    clock = clock or now
+    threshold = config.lag_alert_seconds
+    open_tasks = [t for s in COUNTED_STATES for t in state.tasks_in_state(s)]
+    watermarks = state.watermarks()
+    sources = []
+    for source in config.sources:
+        mine = [t for t in open_tasks if t.source == source.name]
+        rows = [_table_status(SCHEMA_ROW, [t for t in mine if t.table is None], None, clock, threshold)]
+        for table in source.table_names:
+            tasks = [t for t in mine if t.table == table]
+            rows.append(_table_status(table, tasks, watermarks.get((source.name, table)), clock, threshold))
+        lease = state.get_lease(source.instance)
+        live_lease = lease is not None and lease.expires > now
+        sources.append(
+            SourceStatus(
+                source=source.name,
+                instance=source.instance,
+                lease_holder=lease.holder if lease and live_lease else None,
+                lease_expires=lease.expires if lease and live_lease else None,
+                in_flight=_in_flight(mine, now),
+                tables=tuple(rows),
+            )
+        )
+    return Status(clock=clock, threshold_seconds=threshold, sources=tuple(sources))
+
+
+def human_seconds(seconds: float | None) -> str:
+    """12s, 5m03s, 2h05m, 3d04h: the two largest units."""
+    if seconds is None:
+        return "-"
+    total = int(seconds)
+    days, rest = divmod(total, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def format_status(status: Status) -> str:
+    """The text `cdc status` prints."""
+    lines = [f"clock {status.clock.isoformat()}   lag threshold {human_seconds(status.threshold_seconds)}"]
+    for source in status.sources:
+        lease = (
+            f"lease held by {source.lease_holder} until {source.lease_expires.isoformat()}"
+            if source.lease_holder and source.lease_expires
+            else "no lease held"
+        )
+        lines.append("")
+        lines.append(f"source {source.source}  instance {source.instance}  {lease}")
+        flight = source.in_flight
+        if flight:
+            lines.append(
+                f"  in flight: {flight.task} ({flight.state}) operation {flight.operation or '-'} "
+                f"age {human_seconds(flight.age_seconds)}"
+            )
+        else:
+            lines.append("  in flight: nothing")
+        lines.append(f"  {'TABLE':<12} {'WATERMARK':<26} {'LAG':>7}  {'PENDING':>7} {'RUNNING':>7} {'FAILED':>6}")
+        for t in source.tables:
+            watermark = t.watermark.isoformat() if t.watermark else "-"
+            flag = "  LAGGING" if t.lagging else ""
+            lines.append(
+                f"  {t.table:<12} {watermark:<26} {human_seconds(t.lag_seconds):>7}  "
+                f"{t.pending:>7} {t.running:>7} {t.failed:>6}{flag}"
+            )
+        errors = [t.last_error for t in source.tables if t.last_error]
+        for error in errors:
+            message = " ".join(error.message.split())[:200]
+            lines.append(f"  last error {error.task} ({error.state}): {error.code} {message}".rstrip())
+    lines.append("")
+    problems = []
+    if status.failed:
+        problems.append(f"{status.failed} failed task(s)")
+    if status.lagging:
+        problems.append(f"lagging: {', '.join(status.lagging)}")
+    lines.append("status: " + ("OK" if status.healthy else "UNHEALTHY (" + "; ".join(problems) + ")"))
+    return "\n".join(lines)
