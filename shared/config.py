@@ -4,6 +4,7 @@ Where it comes from (`load_config`), in order of precedence:
 1. `CDC_CONFIG`: the JSON document itself (inline), or
 2. `CDC_CONFIG_FILE`: a path to it. Setting both is an error (no silent precedence).
 `CDC_SQLADMIN_ENDPOINT` optionally overrides the Cloud SQL Admin API root (local stack: http://127.0.0.1:PORT/).
+`CDC_FAILPOINTS` (tests only, see shared/failpoints.py): "name:probability,..." (`load_failpoints`).
 
 The document (defaults in brackets; `local/demo_config.json` is the documented example):
 
@@ -495,3 +496,28 @@ def load_config(environ: Mapping[str, str] = os.environ) -> Config:
         # Not fatal: the tasks of that template fail with its name while every other table exports.
         logs.error("a template cannot render; its tasks will fail", template=exc.template, error=str(exc))
     return config
+
+
+@dataclass(frozen=True)
+class FailpointSettings:
+    """Crash-test failpoints: name -> probability of killing the process when it is reached."""
+
+    rates: Mapping[str, float] = field(default_factory=dict)
+
+
+def load_failpoints(environ: Mapping[str, str] = os.environ) -> FailpointSettings:
+    """Parse `CDC_FAILPOINTS="after_submit:0.1,mid_poll:0.05"` (unset or empty: no failpoint fires)."""
+    raw = environ.get("CDC_FAILPOINTS", "").strip()
+    rates: dict[str, float] = {}
+    for i, item in enumerate(part.strip() for part in raw.split(",") if part.strip()):
+        name, _, value = item.partition(":")
+        path = f"CDC_FAILPOINTS[{i}]"
+        _check(name.strip(), path, str, "identifier")
+        try:
+            rate = float(value)
+        except ValueError:
+            raise ConfigError(path, item, "is not 'name:probability'") from None
+        if not 0 <= rate <= 1:
+            raise ConfigError(path, item, "has a probability outside [0, 1]")
+        rates[name.strip()] = rate
+    return FailpointSettings(rates)

@@ -125,6 +125,14 @@ class Lease:
     holder: str
     expires: pendulum.DateTime
     heartbeat: pendulum.DateTime
+    # Consecutive takeovers of an expired lease with no renewal in between: how often in a row the
+    # chain's invocation died before it got going.
+    takeovers: int = 0
+    # Whose expired lease this acquisition took over (None: the lease was free, handed over, or ours).
+    previous_holder: str | None = None
+
+
+HANDOVER_HOLDER = "handover"
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -409,17 +417,30 @@ class StateStore:
         @firestore.transactional
         def acquire(transaction: Any) -> Lease:
             snap = ref.get(transaction=transaction)
+            takeovers, previous = 0, None
             if snap.exists:
-                current = Lease(
-                    False, snap.get("holder"), utc(snap.get("expires")), utc(snap.get("heartbeat"))
-                )
+                current = self._lease_of(snap)
                 if current.holder != holder and current.expires > now:
                     return current
-            lease = Lease(True, holder, now.add(seconds=ttl), now)
-            transaction.set(ref, {"holder": holder, "expires": lease.expires, "heartbeat": now})
+                if current.holder == HANDOVER_HOLDER:
+                    takeovers = current.takeovers
+                elif current.holder != holder:
+                    takeovers, previous = current.takeovers + 1, current.holder
+            lease = Lease(True, holder, now.add(seconds=ttl), now, takeovers, previous)
+            transaction.set(
+                ref, {"holder": holder, "expires": lease.expires, "heartbeat": now, "takeovers": takeovers}
+            )
             return lease
 
-        return acquire(self.client.transaction())
+        try:
+            return acquire(self.client.transaction())
+        except (ValueError, gexc.Aborted) as exc:
+            # Firestore gave up on the transaction ("Failed to commit transaction in 5 attempts"): other
+            # workers changed the lease at the same moment (duplicates racing for an expired lease). It is
+            # not ours: answer with whoever holds it now.
+            if isinstance(exc, ValueError) and "transaction" not in str(exc):
+                raise
+            return self.get_lease(instance) or Lease(False, "", now, now)
 
     def renew_lease(self, instance: str, holder: str, ttl: float, now: pendulum.DateTime) -> bool:
         """Extend our lease; False if it is no longer ours (we must stop)."""
@@ -437,11 +458,28 @@ class StateStore:
 
         release(self.client.transaction())
 
+    def hand_over_lease(self, instance: str, holder: str, now: pendulum.DateTime) -> None:
+        """Give up our lease for a fresh work message to take at once, keeping the takeover count."""
+        ref = self._leases.document(instance)
+
+        @firestore.transactional
+        def hand_over(transaction: Any) -> None:
+            snap = ref.get(transaction=transaction)
+            if snap.exists and snap.get("holder") == holder:
+                transaction.update(ref, {"holder": HANDOVER_HOLDER, "expires": now})
+
+        hand_over(self.client.transaction())
+
+    @staticmethod
+    def _lease_of(snap: Any) -> Lease:
+        doc = snap.to_dict()
+        return Lease(
+            False, doc["holder"], utc(doc["expires"]), utc(doc["heartbeat"]), int(doc.get("takeovers") or 0)
+        )
+
     def get_lease(self, instance: str) -> Lease | None:
         snap = self._leases.document(instance).get()
-        if not snap.exists:
-            return None
-        return Lease(False, snap.get("holder"), utc(snap.get("expires")), utc(snap.get("heartbeat")))
+        return self._lease_of(snap) if snap.exists else None
 
     # ---- manifests --------------------------------------------------------------------------------
 

@@ -34,13 +34,15 @@ from shared.errors import (
     TemplateError,
     TransientApiError,
 )
+from shared.failpoints import failpoint
 from shared.manifests import build_manifest, parse_schema_csv
 from shared.messages import Work
 from shared.sqladmin import Operation
-from shared.state import LIVE_PRIORITY, Task, task_id
+from shared.state import LIVE_PRIORITY, Lease, StateStore, Task, task_id
 from shared.templates import Templates, export_request_body, export_uri
 
 _BUSY_BACKOFF_MAX_SECONDS = 30.0
+_MAX_HANDOVERS = 3
 
 
 class LeaseLost(RetryableError):
@@ -153,11 +155,8 @@ class Chain:
         started = self._monotonic()
         prepared: Prepared | None = None
         while self.remaining() > 0:
-            try:
-                operation = self.clients.sqladmin.get_operation(self.project, task.operation or "")
-            except TransientApiError as exc:
-                logs.warning("operation poll failed; retrying", task=task.id, error=str(exc))
-                operation = None
+            operation = self._read_operation(task)
+            failpoint("mid_poll")
             if operation is not None and operation.done:
                 return operation, prepared
             if prepared is None:
@@ -170,6 +169,18 @@ class Chain:
             self._pause(min(interval, max(0.0, self.remaining())))
         return None
 
+    def _read_operation(self, task: Task) -> Operation | None:
+        """The task's operation; None if the API could not answer this time."""
+        try:
+            return self.clients.sqladmin.get_operation(self.project, task.operation or "")
+        except TransientApiError as exc:
+            logs.warning("operation poll failed; retrying", task=task.id, error=str(exc))
+            return None
+        except ExportRejected as exc:
+            # The operation is gone (or unreadable): its outcome is unknown, so the task is retried;
+            # a new generation is used if an object appeared, so nothing is overwritten.
+            return Operation.unknown(task.operation or "", task.uri, exc.status, str(exc))
+
     def _complete(self, task: Task, operation: Operation, prepared: Prepared | None) -> Task | None:
         """Record a DONE operation; submits the next export first when it succeeded."""
         if operation.failed:
@@ -180,6 +191,7 @@ class Chain:
             prepared = self._prepare_next()
         successor = self._start_next(prepared)
         done = self.state.mark_done(task, utcnow())
+        failpoint("after_done")
         self.stats.done += 1
         logs.info(
             "export done",
@@ -268,6 +280,7 @@ class Chain:
             except ExportRejected as exc:
                 self._fail_permanently(task, exc)
                 return None
+        failpoint("after_submit")
         running = self.state.mark_running(task, operation.name)
         self.stats.submitted += 1
         logs.info(
@@ -282,13 +295,19 @@ class Chain:
         )
         return running
 
-    def _find_operation(self, uri: str | None) -> Operation | None:
-        """The export operation already writing to `uri`, if one exists (crash or lost response)."""
+    def _find_operation(self, uri: str | None, *, must_know: bool = False) -> Operation | None:
+        """The export operation already writing to `uri`, if one exists (crash or lost response).
+
+        With `must_know`, a listing that fails raises instead of answering "none": recovery must not
+        submit a second export to a uri whose first one may exist (it would end as a second object).
+        """
         if uri is None:
             return None
         try:
             operations = self.clients.sqladmin.list_operations(self.project, self.instance_name)
         except RetryableError:
+            if must_know:
+                raise
             return None
         return next((op for op in operations if op.uri == uri and not op.failed), None)
 
@@ -345,7 +364,7 @@ class Chain:
         for task in in_flight:
             self.stats.recovered += 1
             if task.operation is None:
-                adopted = self._find_operation(task.uri)
+                adopted = self._find_operation(task.uri, must_know=True)
                 if adopted is None:
                     body = self._prepare(task).body
                     task = self._submit(task, body)
@@ -353,8 +372,8 @@ class Chain:
                     task = self.state.mark_running(task, adopted.name)
                 if task is None:
                     continue
-            operation = self.clients.sqladmin.get_operation(self.project, task.operation or "")
-            if operation.done:
+            operation = self._read_operation(task)
+            if operation is not None and operation.done:
                 if (successor := self._complete(task, operation, None)) is not None:
                     current = successor
             else:
@@ -404,18 +423,58 @@ class TaskConfigMissing(PermanentError):
         )
 
 
+def _take_lease(state: StateStore, work: Work, holder: str, ttl: float) -> Lease | None:
+    """Take the instance's lease; False when a live worker holds it (that worker carries the chain).
+
+    Holders are named `<message id>/<random>`. If the holder was started by this very message, this is a
+    redelivery after that invocation died (killed, out of memory): nothing else would wake the chain before
+    the next tick, so wait, with plain reads, until the lease expires and take it over (or until its
+    heartbeat moves: the holder is alive after all). Any other message is acknowledged while the holder's
+    heartbeat is fresh, and retried through Pub/Sub once it is stale.
+    """
+    instance = work.instance
+    lease = state.acquire_lease(instance, holder, ttl, utcnow())
+    if lease.acquired:
+        return lease
+    seen = lease
+    if seen.holder.split("/", 1)[0] != work.message_id:
+        if (utcnow() - seen.heartbeat).total_seconds() > ttl / 2:
+            raise LeaseSuspect(f"lease on {instance} held by {seen.holder} with a stale heartbeat")
+        logs.info("chain already running; acknowledging", instance=instance, holder=seen.holder)
+        return None
+    deadline = time.monotonic() + ttl * 1.5
+    while time.monotonic() < deadline:
+        time.sleep(ttl / 12 * random.uniform(0.5, 1.5))
+        current = state.get_lease(instance)
+        if current is not None and (current.holder != seen.holder or current.heartbeat > seen.heartbeat):
+            logs.info("chain already running; acknowledging", instance=instance, holder=current.holder)
+            return None
+        expired = current is None or current.expires <= utcnow()
+        if expired and (taken := state.acquire_lease(instance, holder, ttl, utcnow())).acquired:
+            logs.warning("lease of a dead invocation taken over", instance=instance, previous_holder=seen.holder)
+            return taken
+    raise LeaseSuspect(f"lease on {instance} held by {seen.holder}, neither renewed nor expired after {ttl * 1.5} s")
+
+
 def run_work(work: Work, clients: Clients, templates: Templates) -> ChainStats | None:
     """Handle one `work` message. Returns None when another live worker already runs the chain."""
     settings = clients.config.worker
     holder = f"{work.message_id}/{uuid.uuid4().hex[:12]}"
     state = clients.state
-    now = utcnow()
-    lease = state.acquire_lease(work.instance, holder, settings.lease_seconds, now)
-    if not lease.acquired:
-        if (now - lease.heartbeat).total_seconds() > settings.lease_seconds / 2:
-            raise LeaseSuspect(f"lease on {work.instance} held by {lease.holder} with a stale heartbeat")
-        logs.info("chain already running; acknowledging", instance=work.instance, holder=lease.holder)
+    lease = _take_lease(state, work, holder, settings.lease_seconds)
+    if lease is None:
         return None
+    replaces_itself = (lease.previous_holder or "").split("/", 1)[0] == work.message_id
+    if replaces_itself and lease.takeovers <= _MAX_HANDOVERS:
+        # This redelivery replaces an invocation that died: every death costs the message one delivery
+        # attempt, and after the last one Pub/Sub dead-letters it and the chain sleeps until the next
+        # tick. A fresh message starts a fresh count. Past the limit (deaths in a row, each before its
+        # first heartbeat) the chain is left to Pub/Sub, so a chain that always crashes is dead-lettered.
+        state.hand_over_lease(work.instance, holder, utcnow())
+        clients.bus.publish_work(work.instance)
+        logs.warning("chain handed to a fresh work message", instance=work.instance, takeovers=lease.takeovers)
+        return None
+    failpoint("with_lease")
     chain = Chain(clients, templates, work.instance, holder)
     try:
         stats = chain.run()

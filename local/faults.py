@@ -1,0 +1,520 @@
+"""The fault-injection suite: run the pipeline through crashes, API faults, busy instances and duplicate
+deliveries on the local stack, then prove that nothing was lost, duplicated or reordered.
+
+    python -m local.faults            # fast variant (12 hourly windows), the one `make test` runs via pytest
+    python -m local.faults --full     # the full suite: 48 hourly windows of 4 tables plus schema
+
+Both start their own stack (default state folder /tmp/cdc-faults-stack, port base 18200; see --help) and stop
+it at the end. What is injected while the windows are exported:
+
+- the Admin API emulator answers HTTP 503 to 20% of calls and fails 10% of export operations;
+- foreign operations (as a backup would) hold the instance busy at random moments;
+- every tick is delivered 1 to 3 times (republished, or pushed again with the same message id), and every
+  `work` message the chain publishes is pushed to the worker up to twice more with the same message id
+  (tapped from the work topic through an extra pull subscription);
+- the worker process is SIGKILLed at random at the failpoints of shared/failpoints.py (after taking the
+  lease, between submit and saving the operation name, mid-poll, after DONE before the watermark update);
+  gunicorn replaces the killed process and Pub/Sub redelivers the message it was handling.
+
+The checks (`check_run`): every (table, window) exported by exactly one successful operation, its object
+the only one for the window and its rows equal to the source's; no export ever refused for an existing
+object (an overwrite attempt); watermarks at the range end and never moved backwards; no two operations
+overlapping on the instance, and none of a task submitted while a previous one of it still ran; the
+instance never idle longer than the lease expiry (plus the retry back-off) while work was ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import itertools
+import json
+import os
+import random
+import re
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pendulum
+import requests
+from google.cloud import storage
+
+from local.demo_data import TABLES, seed
+from local.driver import Driver
+from local.httpcall import call
+from local.pubsub_wiring import PubSubAdmin
+from local.stack import REPO, Stack
+from shared.config import Config, parse_config
+from shared.state import Task
+
+START = pendulum.datetime(2026, 10, 1, tz="UTC")
+DATABASE = "faults"
+TAP_SUBSCRIPTION = "faults-work-tap"
+SETTLE_SECONDS = 300
+RECOVERY_SECONDS = 4.0
+DEMO_CONFIG = REPO / "local" / "demo_config.json"
+# A retry waits up to retry_max_seconds x 1.2 (jitter): that idle time is by design, not a stall.
+WORKER = {
+    "budget_seconds": 30,
+    "lease_seconds": 6,
+    "max_attempts": 6,
+    "poll_initial_seconds": 0.05,
+    "poll_max_seconds": 0.5,
+    "retry_base_seconds": 0.5,
+    "retry_max_seconds": 2,
+}
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """What one run exports and injects."""
+
+    hours: int = 12
+    rows_per_hour: int = 100
+    error_rate: float = 0.2
+    op_fail_rate: float = 0.1
+    min_duration: float = 0.05
+    foreign_gap_seconds: float = 4.0  # mean pause between foreign operations
+    foreign_seconds: tuple[float, float] = (0.3, 2.0)
+    max_copies: int = 3  # each tick and work message is delivered 1..max_copies times
+    failpoints: dict[str, float] = field(
+        default_factory=lambda: {"with_lease": 0.15, "after_submit": 0.04, "mid_poll": 0.015, "after_done": 0.04}
+    )
+    seed: int = 20261001
+    timeout_seconds: float = 600.0
+
+    @classmethod
+    def full(cls) -> FaultPlan:
+        """48 hourly windows; rates lowered a little so that kills stay in the tens, not the hundreds."""
+        return cls(
+            hours=48,
+            failpoints={"with_lease": 0.1, "after_submit": 0.02, "mid_poll": 0.005, "after_done": 0.02},
+            timeout_seconds=1800.0,
+        )
+
+    def failpoints_env(self) -> str:
+        return ",".join(f"{name}:{rate}" for name, rate in self.failpoints.items())
+
+
+@dataclass
+class FaultReport:
+    """What was injected, what the pipeline did about it, and what the checks found."""
+
+    plan: FaultPlan
+    injected: Counter[str] = field(default_factory=Counter)
+    recoveries: Counter[str] = field(default_factory=Counter)
+    tasks: int = 0
+    windows_compared: int = 0
+    rows_compared: int = 0
+    max_idle_seconds: float = 0.0
+    idle_limit_seconds: float = 0.0
+    pipeline_seconds: float = 0.0
+    total_seconds: float = 0.0
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def summary(self) -> str:
+        lines = [
+            f"fault suite: {self.plan.hours} hourly windows x {len(TABLES)} tables + schema = {self.tasks} tasks",
+            "faults injected:",
+            *(f"  {kind:<28} {count}" for kind, count in sorted(self.injected.items())),
+            "recoveries:",
+            *(f"  {kind:<28} {count}" for kind, count in sorted(self.recoveries.items())),
+            f"compared: {self.windows_compared} (table, window) exports, {self.rows_compared} rows, all equal"
+            if self.ok
+            else f"compared: {self.windows_compared} (table, window) exports, {self.rows_compared} rows",
+            f"longest instance idle while work was ready: {self.max_idle_seconds:.1f} s "
+            f"(limit {self.idle_limit_seconds:.1f} s)",
+            f"time: pipeline {self.pipeline_seconds:.1f} s, total {self.total_seconds:.1f} s",
+            "result: OK" if self.ok else f"result: {len(self.violations)} VIOLATIONS",
+            *(f"  - {v}" for v in self.violations),
+        ]
+        return "\n".join(lines)
+
+
+def fault_config(hours: int) -> dict[str, Any]:
+    """The demo config on the `faults` database, fast worker settings, planning from START."""
+    doc = json.loads(DEMO_CONFIG.read_text())
+    doc["worker"] = {**doc["worker"], **WORKER}
+    source = doc["sources"][0]
+    source.update(database=DATABASE, start=START.isoformat(), catchup_cap=max(48, hours))
+    return doc
+
+
+def push_body(data: bytes, message_id: str, publish_time: str, subscription: str) -> dict[str, Any]:
+    """What a Pub/Sub push subscription POSTs to the function for one message."""
+    return {
+        "message": {
+            "data": base64.b64encode(data).decode(),
+            "messageId": message_id,
+            "publishTime": publish_time,
+            "attributes": {},
+        },
+        "subscription": subscription,
+    }
+
+
+class Injector:
+    """Background faults for one run: foreign operations and duplicate deliveries."""
+
+    def __init__(self, stack: Stack, config: Config, plan: FaultPlan, rng: random.Random) -> None:
+        self.stack = stack
+        self.config = config
+        self.plan = plan
+        self.rng = rng
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="dup")
+        self._threads: list[threading.Thread] = []
+        self._admin_url = f"http://127.0.0.1:{stack.ports.sqladmin}/_emulator"
+        self._pubsub = PubSubAdmin(f"127.0.0.1:{stack.ports.pubsub}", config.project)
+        self._tap_url = f"{self._pubsub.base}/subscriptions/{TAP_SUBSCRIPTION}"
+        project = config.project
+        self.planner_url = f"http://127.0.0.1:{stack.ports.planner}/projects/{project}/topics/{config.ticks_topic}"
+        self.worker_url = f"http://127.0.0.1:{stack.ports.worker}/projects/{project}/topics/{config.work_topic}"
+
+    def count(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[key] += n
+
+    def start(self) -> None:
+        self._pubsub.ensure_pull_subscription(TAP_SUBSCRIPTION, self.config.work_topic)
+        for target in (self._foreign_loop, self._tap_loop):
+            thread = threading.Thread(target=target, daemon=True, name=target.__name__)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pubsub.delete_subscription(TAP_SUBSCRIPTION)
+
+    def _post(self, url: str, body: dict[str, Any], kind: str, delay: float) -> None:
+        """Push like Pub/Sub does: a failed or cut-off delivery is retried with back-off, 5 attempts at most."""
+        for attempt in range(5):
+            time.sleep(delay if attempt == 0 else min(10.0, 2.0**attempt))
+            try:
+                if requests.post(url, json=body, timeout=180).ok:
+                    return
+            except requests.RequestException:
+                pass
+        self.count(f"{kind} copy dead-lettered")
+
+    def push_again(self, url: str, body: dict[str, Any], kind: str) -> None:
+        """Deliver a message once more with the same message id, a little later, in the background."""
+        self._pool.submit(self._post, url, body, kind, self.rng.uniform(0.0, 1.5))
+
+    def _foreign_loop(self) -> None:
+        project, instance = self.config.sources[0].instance.split(":", 1)
+        low, high = self.plan.foreign_seconds
+        while not self._stop.wait(self.rng.expovariate(1 / self.plan.foreign_gap_seconds)):
+            body = {"project": project, "instance": instance, "seconds": round(self.rng.uniform(low, high), 2)}
+            response = requests.post(f"{self._admin_url}/foreign-operation", json=body, timeout=10)
+            self.count("foreign operation" if response.ok else "foreign operation refused (busy)")
+
+    def _tap_loop(self) -> None:
+        """Each `work` message the pipeline publishes is pushed to the worker 0..max_copies-1 more times."""
+        subscription = f"projects/{self.config.project}/subscriptions/{TAP_SUBSCRIPTION}"
+        while not self._stop.is_set():
+            _, answer = call("POST", f"{self._tap_url}:pull", {"maxMessages": 20, "returnImmediately": True})
+            received = (answer or {}).get("receivedMessages", [])
+            if not received:
+                self._stop.wait(0.2)
+                continue
+            call("POST", f"{self._tap_url}:acknowledge", {"ackIds": [r["ackId"] for r in received]})
+            for item in received:
+                message = item["message"]
+                body = push_body(
+                    base64.b64decode(message["data"]), message["messageId"], message["publishTime"], subscription
+                )
+                for _ in range(self.rng.randrange(self.plan.max_copies)):
+                    self.count("work message pushed again (same id)")
+                    self.push_again(self.worker_url, body, "work")
+
+
+def publish_ticks(driver: Driver, injector: Injector, plan: FaultPlan, rng: random.Random) -> None:
+    """One tick per window (its end plus the settle delay), each delivered 1..max_copies times."""
+    subscription = f"projects/{driver.config.project}/subscriptions/cdc-ticks-planner"
+    for hour in range(plan.hours):
+        at = START.add(hours=hour + 1, seconds=SETTLE_SECONDS)
+        data = json.dumps({"kind": "tick", "at": at.isoformat()}).encode()
+        message_id = driver.raw(driver.config.ticks_topic, data)
+        for _ in range(rng.randrange(plan.max_copies)):
+            if rng.random() < 0.5:
+                driver.raw(driver.config.ticks_topic, data)
+                injector.count("tick published again (new id)")
+            else:
+                body = push_body(data, message_id, pendulum.now("UTC").isoformat(), subscription)
+                injector.push_again(injector.planner_url, body, "tick")
+                injector.count("tick pushed again (same id)")
+        time.sleep(rng.uniform(0.0, 0.3))
+
+
+def wait_exported(driver: Driver, expected: int, timeout: float) -> None:
+    """Until `expected` tasks exist and all are done with their bookkeeping finished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tasks = driver.clients.state.all_tasks()
+        if len(tasks) >= expected and all(t.state == "done" and t.finalized for t in tasks):
+            return
+        time.sleep(0.5)
+    states = Counter((t.state, t.finalized) for t in driver.clients.state.all_tasks())
+    raise TimeoutError(f"not all {expected} tasks done after {timeout:.0f} s: {dict(states)}")
+
+
+# ---- checks ---------------------------------------------------------------------------------------------
+
+_GENERATION = re.compile(r"\.g\d+(?=\.csv)")
+
+
+def _when(value: str | None) -> pendulum.DateTime:
+    return pendulum.parse(value) if value else pendulum.now("UTC")  # type: ignore[return-value]
+
+
+def _task_key(uri: str) -> str:
+    """The uri without its generation suffix: all exports of one (table, window) share it."""
+    return _GENERATION.sub("", uri)
+
+
+def check_run(
+    tasks: list[Task],
+    operations: list[dict[str, Any]],
+    objects: set[str],
+    history: list[dict[str, Any]],
+    watermarks: dict[tuple[str, str], pendulum.DateTime],
+    config: Config,
+    hours: int,
+    idle_limit: float,
+) -> tuple[list[str], float]:
+    """Every invariant of the suite; returns the violations and the longest idle gap while work was ready."""
+    violations: list[str] = []
+    source = config.sources[0]
+    end = START.add(hours=hours)
+    expected_ids = {(t, START.add(hours=h)) for h in range(hours) for t in [None, *source.table_names]}
+    found = {(t.table, t.low) for t in tasks}
+    if found != expected_ids or len(tasks) != len(expected_ids):
+        violations.append(f"tasks: {len(tasks)} for {len(expected_ids)} expected (table, window) pairs")
+    for task in tasks:
+        if task.state != "done" or not task.finalized:
+            violations.append(f"task {task.id} ended {task.state} (finalized={task.finalized})")
+
+    # Objects: exactly the done tasks' objects (manifests aside): nothing duplicated, nothing extra.
+    manifests = {o for o in objects if o.endswith("_manifest.json")}
+    exported = objects - manifests
+    uris = {t.uri for t in tasks}
+    prefix = f"gs://{config.bucket}/"
+    if {prefix + o for o in exported} != uris:
+        extra = sorted({prefix + o for o in exported} - uris)[:5]
+        missing = sorted(uris - {prefix + o for o in exported})[:5]
+        violations.append(f"objects differ from the tasks' uris: extra {extra}, missing {missing}")
+    if len(manifests) != hours:
+        violations.append(f"{len(manifests)} manifests for {hours} windows")
+
+    # Operations: one successful export per (table, window); no overwrite attempt.
+    exports = [op for op in operations if op["operationType"] == "EXPORT"]
+    succeeded = Counter(_task_key(op["uri"]) for op in exports if op["status"] == "DONE" and not op["error"])
+    for key, n in succeeded.items():
+        if n != 1:
+            violations.append(f"{key} exported successfully {n} times")
+    if set(succeeded) != {_task_key(u) for u in uris if u}:
+        violations.append("successful exports do not match the tasks")
+    for op in exports:
+        if op["error"] and op["error"]["code"] == "ALREADY_EXISTS":
+            violations.append(f"export refused, object exists (overwrite attempt): {op['uri']}")
+
+    # Serial per instance, and per task.
+    spans = sorted((_when(op["insertTime"]), _when(op["endTime"]), op) for op in operations)
+    for (_, a_end, a), (b_start, _, b) in itertools.pairwise(spans):
+        if b_start < a_end:
+            violations.append(f"operations overlap on the instance: {a['name']} and {b['name']}")
+    by_task: dict[str, list[tuple[pendulum.DateTime, pendulum.DateTime]]] = {}
+    for start, finish, op in spans:
+        if op["operationType"] == "EXPORT":
+            by_task.setdefault(_task_key(op["uri"]), []).append((start, finish))
+    for key, task_spans in by_task.items():
+        for (_, a_end), (b_start, _) in itertools.pairwise(task_spans):
+            if b_start < a_end:
+                violations.append(f"{key} submitted again while its previous export still ran")
+
+    # Watermarks: at the end, and each table's log a forward-only chain from START to the end.
+    for table in source.table_names:
+        if watermarks.get((source.name, table)) != end:
+            violations.append(f"watermark of {table} is {watermarks.get((source.name, table))}, not {end}")
+        moves = sorted((e for e in history if e["table"] == table), key=lambda e: e["at"])
+        position = START
+        for move in moves:
+            if move["from"] != position or move["to"] <= move["from"]:
+                violations.append(f"watermark of {table} moved {move['from']} -> {move['to']} after {position}")
+            position = max(position, move["to"])
+        if position != end:
+            violations.append(f"watermark log of {table} ends at {position}, not {end}")
+
+    # The instance never idles (no operation at all) longer than the limit while exports were still to do.
+    last_export = max((s for s, _, op in spans if op["operationType"] == "EXPORT"), default=None)
+    max_idle = 0.0
+    busy_until: pendulum.DateTime | None = None
+    for start, finish, _ in spans:
+        if last_export is None or start > last_export:
+            break
+        if busy_until is not None and start > busy_until:
+            max_idle = max(max_idle, (start - busy_until).total_seconds())
+        busy_until = finish if busy_until is None else max(busy_until, finish)
+    if max_idle > idle_limit:
+        violations.append(f"the instance idled {max_idle:.1f} s while work was ready (limit {idle_limit:.1f} s)")
+    return violations, max_idle
+
+
+def _log_lines(path: Path, offset: int) -> list[dict[str, Any]]:
+    """The JSON log lines written to `path` since `offset` (gunicorn's own lines are skipped)."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        lines = handle.read().decode(errors="replace").splitlines()
+    entries = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
+    """Run one fault suite on `stack` (emptied first; its functions restarted with the fault settings)."""
+    t0 = time.monotonic()
+    report = FaultReport(plan)
+    rng = random.Random(plan.seed)
+    stack.reset()
+    os.environ.update(stack.env())
+    seed(stack.pg_dsn("postgres"), START, hours=plan.hours, rows_per_table=plan.hours * plan.rows_per_hour,
+         database=DATABASE)  # fmt: skip
+    doc = fault_config(plan.hours)
+    config_path = workdir / "faults_config.json"
+    config_path.write_text(json.dumps(doc))
+    os.environ["CDC_CONFIG_FILE"] = str(config_path)
+    stack.restart_functions(config_path=config_path, extra_env={"CDC_FAILPOINTS": plan.failpoints_env()})
+    config = parse_config(doc, sqladmin_endpoint=stack.env()["CDC_SQLADMIN_ENDPOINT"])
+    driver = Driver(config)
+    worker_log, planner_log = stack.logs_dir / "worker.log", stack.logs_dir / "planner.log"
+    offsets = {worker_log: _size(worker_log), planner_log: _size(planner_log)}
+    admin = f"http://127.0.0.1:{stack.ports.sqladmin}/_emulator"
+    requests.post(
+        f"{admin}/faults",
+        json={
+            "error_rate": plan.error_rate,
+            "op_fail_rate": plan.op_fail_rate,
+            "min_duration": plan.min_duration,
+            "seed": plan.seed,
+        },
+        timeout=10,
+    ).raise_for_status()
+
+    injector = Injector(stack, config, plan, rng)
+    injector.start()
+    started = time.monotonic()
+    expected = plan.hours * (1 + len(TABLES))
+    try:
+        publish_ticks(driver, injector, plan, rng)
+        wait_exported(driver, expected, plan.timeout_seconds)
+    finally:
+        report.pipeline_seconds = time.monotonic() - started
+        injector.stop()
+        requests.post(f"{admin}/faults", json={"error_rate": 0, "op_fail_rate": 0, "min_duration": 0}, timeout=10)
+    stats = requests.get(f"{admin}/stats", timeout=10).json()
+    operations = requests.get(f"{admin}/operations", timeout=10).json()["operations"]
+    # The functions go back to the stack's own configuration, without failpoints.
+    stack.restart_functions()
+
+    state = driver.clients.state
+    tasks = state.all_tasks()
+    objects = {b.name for b in storage.Client(project=config.project).list_blobs(config.bucket)}
+    # The lease expiry, plus the longest designed pause (a retry's back-off), plus the recovery work after
+    # a take-over (list operations, re-read and submit, each call facing 20% HTTP 503s).
+    report.idle_limit_seconds = WORKER["lease_seconds"] + WORKER["retry_max_seconds"] * 1.2 + RECOVERY_SECONDS
+    violations, report.max_idle_seconds = check_run(
+        tasks, operations, objects, state.watermark_history(), state.watermarks(), config, plan.hours,
+        report.idle_limit_seconds,
+    )  # fmt: skip
+    checks = driver.reconcile(stack.pg_dsn("postgres"))
+    report.tasks = len(tasks)
+    report.windows_compared = len(checks)
+    report.rows_compared = sum(c.source_rows for c in checks)
+    violations += [f"rows differ: {c.table} {c.low} bucket {c.bucket_rows} source {c.source_rows}" for c in checks
+                   if not c.equal]  # fmt: skip
+    report.violations = violations
+
+    entries = _log_lines(worker_log, offsets[worker_log])
+    planner_entries = _log_lines(planner_log, offsets[planner_log])
+    kills = Counter(e["failpoint"] for e in entries if e.get("message", "").startswith("failpoint fired"))
+    for name, n in kills.items():
+        report.injected[f"worker killed at {name}"] = n
+    for name, n in stats.get("faults", {}).items():
+        report.injected[{"http_503": "HTTP 503 answers", "op_fail": "export operations failed"}.get(name, name)] = n
+    busy = sum(n for key, n in stats.get("answers", {}).items() if key.startswith("http_409"))
+    report.injected["409 busy answers"] = busy
+    report.injected.update(injector.counts)
+    report.recoveries.update(
+        {
+            "exports retried": sum(1 for e in entries if e.get("message") == "export failed; will retry"),
+            "tasks recovered after crash": sum(
+                e.get("recovered", 0) for e in entries if e.get("message") == "chain step finished"
+            ),
+            "redelivered or duplicate work": sum(1 for e in entries if e.get("message") == "message received")
+            - sum(1 for e in entries if e.get("message") == "chain step finished"),
+            "duplicates acknowledged": sum(
+                1 for e in entries if e.get("message") == "chain already running; acknowledging"
+            ),
+            "leases of killed workers taken over": sum(
+                1 for e in entries if e.get("message") == "lease of a dead invocation taken over"
+            ),
+            "ticks planned": sum(1 for e in planner_entries if e.get("message") == "message received"),
+            "worker processes replaced": sum(kills.values()),
+        }
+    )
+    report.total_seconds = time.monotonic() - t0
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local.faults", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true", help="48 hourly windows (default: the fast 12)")
+    parser.add_argument("--hours", type=int, help="number of hourly windows (overrides --full's 48)")
+    parser.add_argument("--state-dir", default="/tmp/cdc-faults-stack", help="state folder of the suite's stack")
+    parser.add_argument("--port-base", type=int, default=18200, help="first port of the suite's stack")
+    parser.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
+    args = parser.parse_args(argv)
+    plan = FaultPlan.full() if args.full else FaultPlan()
+    if args.hours:
+        plan = FaultPlan(**{**plan.__dict__, "hours": args.hours})
+    stack = Stack(args.state_dir, args.port_base)
+    stack.up()
+    try:
+        with tempfile.TemporaryDirectory() as workdir:
+            report = run_suite(stack, plan, Path(workdir))
+    finally:
+        if not args.keep:
+            stack.down()
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Reliability: the fault-injection suite (fast variant) on the local stack, plus the pieces it relies on.
+
+The full suite (48 hourly windows) is `python -m local.faults --full`; this runs the same code over 12
+windows: API 503s, failed operations, foreign operations, duplicate deliveries and SIGKILLed workers.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pendulum
+import pytest
+
+from local.faults import START, FaultPlan, check_run, fault_config, run_suite
+from shared.config import ConfigError, load_failpoints, parse_config
+from shared.state import Task
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_failpoints_are_parsed_and_validated():
+    assert load_failpoints({}).rates == {}
+    assert load_failpoints({"CDC_FAILPOINTS": "after_submit:0.1, mid_poll:1"}).rates == {
+        "after_submit": 0.1,
+        "mid_poll": 1.0,
+    }
+    with pytest.raises(ConfigError, match=r"CDC_FAILPOINTS\[0\].*outside \[0, 1\]"):
+        load_failpoints({"CDC_FAILPOINTS": "after_submit:2"})
+    with pytest.raises(ConfigError, match=r"CDC_FAILPOINTS\[1\].*'name:probability'"):
+        load_failpoints({"CDC_FAILPOINTS": "after_submit:0.1,mid_poll"})
+
+
+def _run_failpoint(env_value: str, name: str) -> subprocess.CompletedProcess[str]:
+    code = f"from shared.failpoints import failpoint; failpoint({name!r}); print('survived')"
+    env = {"CDC_FAILPOINTS": env_value, "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_a_failpoint_sigkills_the_process_only_when_configured():
+    killed = _run_failpoint("after_submit:1", "after_submit")
+    assert killed.returncode == -9
+    assert '"failpoint": "after_submit"' in killed.stdout
+    assert _run_failpoint("after_submit:1", "mid_poll").stdout.strip() == "survived"
+    unknown = _run_failpoint("after_sbumit:1", "after_submit")
+    assert unknown.returncode == 1 and "is not a failpoint" in unknown.stderr
+
+
+def _task(table: str | None, hour: int, uri: str) -> Task:
+    low = START.add(hours=hour)
+    return Task("shop", "cdc-local:shop-pg", "faults", table, low, low.add(hours=1), state="done", uri=uri,
+                finalized=True)  # fmt: skip
+
+
+def _op(name: str, uri: str | None, start: int, end: int, error: str | None = None) -> dict:
+    t0 = pendulum.datetime(2026, 1, 1, tz="UTC")
+    return {
+        "name": name,
+        "operationType": "EXPORT" if uri else "BACKUP_VOLUME",
+        "uri": uri,
+        "status": "DONE",
+        "insertTime": t0.add(seconds=start).isoformat(),
+        "endTime": t0.add(seconds=end).isoformat(),
+        "error": {"code": error, "message": "x"} if error else None,
+    }
+
+
+def test_the_checks_catch_overlaps_overwrites_duplicates_stalls_and_backward_watermarks():
+    """check_run on a hand-made history: each planted fault is reported."""
+    config = parse_config(fault_config(1))
+    root = "gs://cdc-exports/cdc/raw"
+    tasks = [_task(None, 0, "gs://cdc-exports/cdc/schemas/shop/2026/10/01/schema_20261001T000000.csv")] + [
+        _task(t, 0, f"{root}/{t}/2026/10/01/{t}_20261001T000000.csv") for t in config.sources[0].table_names
+    ]
+    ops = [_op(f"op{i}", t.uri, 2 * i, 2 * i + 1) for i, t in enumerate(tasks)]
+    objects = {t.uri.removeprefix("gs://cdc-exports/") for t in tasks} | {"cdc/manifests/x/_manifest.json"}
+    end = START.add(hours=1)
+    history = [{"table": t, "from": START, "to": end, "at": end} for t in config.sources[0].table_names]
+    marks = {("shop", t): end for t in config.sources[0].table_names}
+    assert check_run(tasks, ops, objects, history, marks, config, 1, idle_limit=5)[0] == []
+
+    planted = [
+        _op("overlapping", tasks[1].uri.replace(".csv", ".g2.csv"), 2, 30),  # overlaps, 2nd success, stall
+        _op("overwrite", tasks[2].uri, 31, 32, error="ALREADY_EXISTS"),
+        _op("after a stall", tasks[3].uri.replace(".csv", ".g2.csv"), 60, 61, error="INTERNAL_ERROR"),
+    ]
+    backwards = [*history, {"table": "orders", "from": end, "to": START, "at": end.add(seconds=1)}]
+    violations, idle = check_run(
+        tasks, ops + planted, objects | {"cdc/raw/stray.csv"}, backwards, marks, config, 1, idle_limit=5
+    )
+    text = "\n".join(violations)
+    assert "operations overlap" in text
+    assert "exported successfully 2 times" in text
+    assert "submitted again while its previous export still ran" in text
+    assert "overwrite attempt" in text
+    assert "objects differ" in text
+    assert "watermark of orders moved" in text
+    assert "idled" in text and idle > 5
+
+
+@pytest.mark.stack
+def test_fault_suite_loses_nothing_and_duplicates_nothing(clean_stack, tmp_path):
+    report = run_suite(clean_stack, FaultPlan(), tmp_path)
+    print(report.summary())
+    assert report.violations == []
+    assert report.tasks == 12 * 5
+    assert report.windows_compared == 12 * 4
+    assert report.injected["HTTP 503 answers"] > 0
+    assert report.injected["export operations failed"] > 0
+    assert report.injected["foreign operation"] > 0
+    assert report.injected["work message pushed again (same id)"] > 0
+    kills = sum(n for kind, n in report.injected.items() if kind.startswith("worker killed"))
+    assert kills >= 2, report.summary()
