@@ -377,7 +377,7 @@ def check_run(
     return violations, max_idle
 
 
-def _log_lines(path: Path, offset: int) -> list[dict[str, Any]]:
+def read_log_entries(path: Path, offset: int = 0) -> list[dict[str, Any]]:
     """The JSON log lines written to `path` since `offset` (gunicorn's own lines are skipped)."""
     with open(path, "rb") as handle:
         handle.seek(offset)
@@ -461,8 +461,8 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
                    if not c.equal]  # fmt: skip
     report.violations = violations
 
-    entries = _log_lines(worker_log, offsets[worker_log])
-    planner_entries = _log_lines(planner_log, offsets[planner_log])
+    entries = read_log_entries(worker_log, offsets[worker_log])
+    planner_entries = read_log_entries(planner_log, offsets[planner_log])
     kills = Counter(e["failpoint"] for e in entries if e.get("message", "").startswith("failpoint fired"))
     for name, n in kills.items():
         report.injected[f"worker killed at {name}"] = n

@@ -193,15 +193,7 @@ class Chain:
         done = self.state.mark_done(task, utcnow())
         failpoint("after_done")
         self.stats.done += 1
-        logs.info(
-            "export done",
-            task=task.id,
-            instance=self.instance,
-            operation=task.operation,
-            uri=task.uri,
-            window_low=task.low,
-            window_high=task.high,
-        )
+        logs.info("export done", **_task_fields(task))
         if done is not None:
             self._finalize(done)
         return successor
@@ -249,9 +241,7 @@ class Chain:
     def _start_next(self, prepared: Prepared | None) -> Task | None:
         """Claim and submit; returns the running task, or None if nothing could be started now."""
         while prepared is not None:
-            claimed = self.state.claim(
-                prepared.task, uri=prepared.uri, generation=prepared.generation, now=utcnow()
-            )
+            claimed = self.state.claim(prepared.task, uri=prepared.uri, generation=prepared.generation, now=utcnow())
             if claimed is not None:
                 return self._submit(claimed, prepared.body)
             prepared = self._prepare_next()
@@ -283,16 +273,7 @@ class Chain:
         failpoint("after_submit")
         running = self.state.mark_running(task, operation.name)
         self.stats.submitted += 1
-        logs.info(
-            "export submitted",
-            task=task.id,
-            instance=self.instance,
-            operation=operation.name,
-            uri=task.uri,
-            window_low=task.low,
-            window_high=task.high,
-            attempt=task.attempts,
-        )
+        logs.info("export submitted", **{**_task_fields(task), "operation": operation.name, "attempt": task.attempts})
         return running
 
     def _find_operation(self, uri: str | None, *, must_know: bool = False) -> Operation | None:
@@ -325,16 +306,12 @@ class Chain:
         if task.attempts >= self.settings.max_attempts:
             self.state.mark_failed(task, error)
             self.stats.failed += 1
-            logs.error(
-                "export failed for good; the watermark stops before this window", task=task.id, error=error
-            )
+            logs.error("export failed for good; the watermark stops before this window", task=task.id, error=error)
             return
         generation = task.generation
         if task.uri and self.clients.objects.exists(self.clients.objects.key_of(task.uri)):
             generation += 1
-        delay = min(
-            self.settings.retry_max_seconds, self.settings.retry_base_seconds * 2 ** (task.attempts - 1)
-        )
+        delay = min(self.settings.retry_max_seconds, self.settings.retry_base_seconds * 2 ** (task.attempts - 1))
         not_before = utcnow().add(seconds=delay * random.uniform(0.8, 1.2))
         self.state.mark_retry(task, error=error, not_before=not_before, generation=generation)
         self.stats.retried += 1
@@ -386,17 +363,13 @@ class Chain:
         if task.table is not None:
             moved = self.state.advance_watermark(task.source, task.table, now)
             if moved:
-                logs.info(
-                    "watermark advanced", source=task.source, table=task.table, old=moved[0], new=moved[1]
-                )
+                logs.info("watermark advanced", source=task.source, table=task.table, old=moved[0], new=moved[1])
         self._write_manifest_if_complete(task, now)
         self.state.mark_finalized(task)
 
     def _write_manifest_if_complete(self, task: Task, now: pendulum.DateTime) -> None:
         source = self.config.source(task.source)
-        ids = [task_id(source.name, task.low, None)] + [
-            task_id(source.name, task.low, t.name) for t in source.tables
-        ]
+        ids = [task_id(source.name, task.low, None)] + [task_id(source.name, task.low, t.name) for t in source.tables]
         tasks = list(self.state.get_tasks(ids).values())
         if not tasks or any(t.state != "done" for t in tasks) or all(t.table is not None for t in tasks):
             return
@@ -408,9 +381,19 @@ class Chain:
 
         objects.write_json(self.templates.manifest_key(self.config, source, task.window), manifest)
         self.state.save_manifest(source.name, task.window, manifest)
-        logs.info(
-            "window complete; manifest written", source=source.name, window_low=task.low, objects=len(tasks)
-        )
+        logs.info("window complete; manifest written", source=source.name, window_low=task.low, objects=len(tasks))
+
+
+def _task_fields(task: Task) -> dict[str, Any]:
+    """How a task appears in the logs: enough to find it, its window and its object."""
+    return {
+        "task": task.id,
+        "instance": task.instance,
+        "operation": task.operation,
+        "uri": task.uri,
+        "window_low": task.low,
+        "window_high": task.high,
+    }
 
 
 class TaskConfigMissing(PermanentError):

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from local.demo_data import TABLES, seed
+from local.faults import read_log_entries
 from shared.config import parse_config
 from shared.errors import MessageError
 from shared.messages import parse_event
@@ -82,21 +83,6 @@ MALFORMED: list[tuple[str, str, bytes, str]] = [
 ]
 
 
-def _log_entries(path: Path, offset: int) -> list[dict[str, Any]]:
-    with open(path, "rb") as handle:
-        handle.seek(offset)
-        text = handle.read().decode(errors="replace")
-    entries = []
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(entry, dict):
-            entries.append(entry)
-    return entries
-
-
 def _row_counts(dsn: str) -> dict[str, int]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
@@ -121,7 +107,7 @@ def test_malformed_messages_are_rejected_once_logged_and_create_nothing(stack, c
     def deliveries() -> dict[str, list[dict[str, Any]]]:
         seen: dict[str, list[dict[str, Any]]] = {mid: [] for mid in sent}
         for name, path in logs.items():
-            for entry in _log_entries(path, offsets[name]):
+            for entry in read_log_entries(path, offsets[name]):
                 if entry.get("message_id") in seen and entry.get("message") != "message received":
                     seen[entry["message_id"]].append({**entry, "function": name})
         return seen
