@@ -1,0 +1,1 @@
+"""One adapter per Google service, each with its own error-mapping table."""

@@ -1,0 +1,1 @@
+"""The application: planner, chain, recovery, lease policy and the Pub/Sub handlers."""

@@ -1,0 +1,1 @@
+"""The in-process seam: in-memory state store, fake Admin API, fake clock, failpoints. Not in the function archive."""
