@@ -1,8 +1,8 @@
 """Extract the schema subset that tests/test_terraform.py checks terraform/ against.
 
 `terraform validate` needs the provider plugins, which cannot be downloaded on the machines this
-project is checked on. The CDK for Terraform packages `@cdktf/provider-google` and
-`@cdktf/provider-archive` are generated from the providers' schemas and ship them as a jsii
+project is checked on. The CDK for Terraform packages `@cdktf/provider-google`, `@cdktf/provider-google-beta`,
+`@cdktf/provider-archive` and `@cdktf/provider-time` are generated from the providers' schemas and ship them as a jsii
 assembly (`.jsii`, JSON): for every resource and data source a Config struct whose properties are
 the arguments and blocks, with required/optional, and enum values in the docs ("Possible values").
 
@@ -33,11 +33,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 TERRAFORM_DIR = HERE.parent.parent / "terraform"
 OUTPUT = HERE / "schema.json"
-PACKAGES = {"google": "@cdktf/provider-google@16", "archive": "@cdktf/provider-archive@10"}
+# In this order: a type found in an earlier provider is taken from it (google before google-beta).
+PACKAGES = {
+    "google": "@cdktf/provider-google@16",
+    "google-beta": "@cdktf/provider-google-beta@16",
+    "archive": "@cdktf/provider-archive@10",
+    "time": "@cdktf/provider-time@10",
+}
 
 _DECL = re.compile(r'^\s*(resource|data)\s+"([a-z0-9_]+)"\s+"', re.MULTILINE)
 _TYPE_LINK = re.compile(
-    r"registry\.terraform\.io/providers/hashicorp/(\w+)/([\d.]+)/docs/(resources|data-sources)/\w+ (\w+)\}"
+    r"registry\.terraform\.io/providers/hashicorp/([\w-]+)/([\d.]+)/docs/(resources|data-sources)/\w+ (\w+)\}"
 )
 _ARG_LINK = re.compile(r"#([a-z0-9_]+) \w+#\1\}")
 _ENUM = re.compile(r"Possible values: \[([^\]]*)\]")
@@ -140,20 +146,20 @@ def index_types(assembly: dict) -> dict[tuple[str, str], tuple[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--google", default=PACKAGES["google"], help="npm spec, .tgz or .jsii")
-    parser.add_argument("--archive", default=PACKAGES["archive"], help="npm spec, .tgz or .jsii")
+    for provider, spec in PACKAGES.items():
+        parser.add_argument(f"--{provider}", default=spec, help="npm spec, .tgz or .jsii")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
 
     wanted = used_types(TERRAFORM_DIR)
     result: dict = {"providers": {}, "resource": {}, "data": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for provider, spec in (("google", args.google), ("archive", args.archive)):
-            assembly = fetch_assembly(spec, Path(tmp))
+        for provider in PACKAGES:
+            assembly = fetch_assembly(getattr(args, provider.replace("-", "_")), Path(tmp))
             index = index_types(assembly)
             result["providers"][provider] = {"package": f"{assembly['name']}@{assembly['version']}"}
             for (kind, tf_type), (config_fqn, version) in sorted(index.items()):
-                if tf_type in wanted[kind]:
+                if tf_type in wanted[kind] and tf_type not in result[kind]:
                     result["providers"][provider]["terraform_provider_version"] = version
                     result[kind][tf_type] = struct_schema(config_fqn, assembly["types"])
 
