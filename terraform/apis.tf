@@ -19,7 +19,7 @@ locals {
 resource "google_project_service" "enabled" {
   for_each = local.services
 
-  project = var.project
+  project = var.project_id
   service = each.value
 
   # Other workloads in the project may use these APIs too: never switch them off on destroy.

@@ -1,13 +1,13 @@
-# Freshness: on every tick the planner logs each table's lag behind the tick's clock (shared/planner.py
-# `_log_lag`): message "table lag" at INFO, or "table lag over threshold" at ERROR once the lag exceeds
-# the config's lag_alert_seconds, with jsonPayload fields source, table, lag_seconds, threshold_seconds.
+# Freshness: on every tick the planner logs each table's lag behind the tick's clock (shared/app/planner.py):
+# message "table lag" at INFO, or "table lag over threshold" at ERROR once the lag exceeds the config's
+# lag_alert_seconds, with jsonPayload fields source, table, lag_seconds, threshold_seconds.
 # The threshold lives in the pipeline config only; these alerts count the planner's verdicts instead of
 # repeating it. Dead letters are alerted on in monitoring.tf.
 
 locals {
   planner_log_filter = join(" AND ", [
     "resource.type=\"cloud_run_revision\"",
-    "resource.labels.service_name=\"${google_cloudfunctions2_function.planner.name}\"",
+    "resource.labels.service_name=\"${google_cloudfunctions2_function.function["planner"].name}\"",
   ])
   table_lag_labels = {
     source = "EXTRACT(jsonPayload.source)"
@@ -16,7 +16,7 @@ locals {
 }
 
 resource "google_logging_metric" "table_lag" {
-  project         = var.project
+  project         = var.project_id
   name            = "${var.name_prefix}_table_lag"
   description     = "Lag of each table's watermark behind the planner's clock, in seconds, logged on every tick."
   filter          = "${local.planner_log_filter} AND jsonPayload.message=(\"table lag\" OR \"table lag over threshold\")"
@@ -52,7 +52,7 @@ resource "google_logging_metric" "table_lag" {
 }
 
 resource "google_logging_metric" "table_lag_over_threshold" {
-  project     = var.project
+  project     = var.project_id
   name        = "${var.name_prefix}_table_lag_over_threshold"
   description = "Planner ticks on which a table lagged past lag_alert_seconds."
   filter      = "${local.planner_log_filter} AND severity>=ERROR AND jsonPayload.message=\"table lag over threshold\""
@@ -78,7 +78,9 @@ resource "google_logging_metric" "table_lag_over_threshold" {
 }
 
 resource "google_monitoring_alert_policy" "table_lag" {
-  project               = var.project
+  count = var.alerts.lag ? 1 : 0
+
+  project               = var.project_id
   display_name          = "${var.name_prefix} CDC: table lag over threshold"
   combiner              = "OR"
   severity              = "ERROR"
@@ -106,13 +108,15 @@ resource "google_monitoring_alert_policy" "table_lag" {
     content   = "A table's export lags past lag_alert_seconds (the alert names source and table). Run `cdc status` for failed tasks, the export in flight and the last error; `cdc retry --failed` re-queues failed tasks. See docs/operations.md."
   }
 
-  depends_on = [google_project_service.enabled]
+  depends_on = [google_project_service.enabled, time_sleep.log_metrics_propagate]
 }
 
 # The planner logs lag on every tick: when no lag arrives for 30 minutes the planner is not running
 # (scheduler paused or broken, function failing at cold start). Disabled while the scheduler is paused.
 resource "google_monitoring_alert_policy" "table_lag_absent" {
-  project               = var.project
+  count = var.alerts.absent ? 1 : 0
+
+  project               = var.project_id
   display_name          = "${var.name_prefix} CDC: no freshness reports"
   combiner              = "OR"
   severity              = "WARNING"
@@ -138,5 +142,5 @@ resource "google_monitoring_alert_policy" "table_lag_absent" {
     content   = "The planner has not logged any table lag for 30 minutes: check the tick job (${google_cloud_scheduler_job.tick.name}) and the planner's logs. See docs/operations.md."
   }
 
-  depends_on = [google_project_service.enabled]
+  depends_on = [google_project_service.enabled, time_sleep.log_metrics_propagate]
 }

@@ -13,7 +13,7 @@ locals {
 
   bucket_location    = coalesce(var.bucket_location, var.region)
   export_bucket_name = var.create_bucket ? google_storage_bucket.exports[0].name : var.bucket_name
-  source_bucket_name = "${var.project}-${var.name_prefix}-fn-source"
+  source_bucket_name = "${var.project_id}-${var.name_prefix}-fn-source"
   firestore_database = var.create_firestore_database ? google_firestore_database.cdc[0].name : var.firestore_database
 
   # Source instances, keyed by "project:instance" as written in the pipeline config.
@@ -43,7 +43,7 @@ locals {
     } : k => v if v != null
   }
   cdc_config = merge(local.pipeline_optional, {
-    project   = var.project
+    project   = var.project_id
     region    = var.region
     bucket    = local.export_bucket_name
     root      = var.pipeline.root
@@ -57,19 +57,23 @@ locals {
 
   # Function source: only what the functions import. The archive holds these paths relative to the
   # repository root, so functions/main.py, shared/, templates/ and requirements.txt sit at its root.
-  # tests/test_terraform.py rebuilds the archive from these two lists.
+  # tests/test_terraform_archive.py rebuilds the archive from these two lists.
   source_root    = abspath("${path.module}/..")
   source_include = ["functions/**/*.py", "shared/**/*.py", "templates/**", "requirements.txt"]
-  source_exclude = ["**/__pycache__/**", "**/*.pyc", "**/.*"]
+  # Operator tooling (the `cdc` command) and test fakes never ship: shared/ops and shared/testing.
+  source_exclude = ["**/__pycache__/**", "**/*.pyc", "**/.*", "shared/ops/**", "shared/testing/**"]
   source_files = sort(setsubtract(
     flatten([for p in local.source_include : tolist(fileset(local.source_root, p))]),
     flatten([for p in local.source_exclude : tolist(fileset(local.source_root, p))]),
   ))
   function_entry_source = "functions/main.py"
 
-  labels = { app = "cloudsql-cdc", prefix = var.name_prefix }
+  labels = merge(var.labels, { app = "cloudsql-cdc", prefix = var.name_prefix })
 }
 
+# Needs the Cloud Resource Manager API, enabled in the same apply.
 data "google_project" "this" {
-  project_id = var.project
+  project_id = var.project_id
+
+  depends_on = [google_project_service.enabled]
 }

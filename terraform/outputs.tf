@@ -9,18 +9,16 @@ output "topics" {
 
 output "subscriptions" {
   description = "Pub/Sub subscription names (two pushes, one pull that keeps dead letters)."
-  value = {
-    planner     = google_pubsub_subscription.planner.name
-    worker      = google_pubsub_subscription.worker.name
-    dead_letter = google_pubsub_subscription.dead_letter.name
-  }
+  value = merge(
+    { for k, s in google_pubsub_subscription.push : k => s.name },
+    { dead_letter = google_pubsub_subscription.dead_letter.name },
+  )
 }
 
 output "functions" {
   description = "Function names and the URIs the push subscriptions call."
   value = {
-    planner = { name = google_cloudfunctions2_function.planner.name, uri = google_cloudfunctions2_function.planner.service_config[0].uri }
-    worker  = { name = google_cloudfunctions2_function.worker.name, uri = google_cloudfunctions2_function.worker.service_config[0].uri }
+    for k, f in google_cloudfunctions2_function.function : k => { name = f.name, uri = f.service_config[0].uri }
   }
 }
 
@@ -45,6 +43,11 @@ output "service_accounts" {
   }
 }
 
+output "worker_max_instances" {
+  description = "Maximum worker instances in effect (derived from the number of Cloud SQL instances unless set)."
+  value       = local.worker_max_instances
+}
+
 output "scheduler_job" {
   description = "Cloud Scheduler job that publishes the tick."
   value       = google_cloud_scheduler_job.tick.name
@@ -55,7 +58,7 @@ output "backfill_command" {
   value = format(
     "gcloud pubsub topics publish %s --project %s --message '%s'",
     google_pubsub_topic.ticks.name,
-    var.project,
+    var.project_id,
     jsonencode({
       kind   = "backfill"
       start  = "2026-01-01T00:00:00Z"
@@ -67,5 +70,5 @@ output "backfill_command" {
 
 output "dead_letter_pull_command" {
   description = "Reads (without acknowledging) what landed in the dead-letter subscription."
-  value       = "gcloud pubsub subscriptions pull ${google_pubsub_subscription.dead_letter.name} --project ${var.project} --limit 10 --format json"
+  value       = "gcloud pubsub subscriptions pull ${google_pubsub_subscription.dead_letter.name} --project ${var.project_id} --limit 10 --format json"
 }

@@ -2,7 +2,7 @@
 # the ticks topic and nothing else (a pubsub_target would publish as the Cloud Scheduler service
 # agent, whose rights are project-wide and not ours to narrow).
 resource "google_cloud_scheduler_job" "tick" {
-  project          = var.project
+  project          = var.project_id
   region           = var.region
   name             = "${var.name_prefix}-tick"
   description      = "Publishes {\"kind\":\"tick\"} to ${google_pubsub_topic.ticks.name}; the planner plans what is due."

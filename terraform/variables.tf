@@ -1,10 +1,21 @@
-variable "project" {
+variable "project_id" {
   description = "Project that hosts the pipeline (functions, topics, Firestore, buckets, scheduler)."
   type        = string
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project))
-    error_message = "project must be a Google Cloud project id (6-30 chars: lowercase letters, digits, hyphens)."
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a Google Cloud project id (6-30 chars: lowercase letters, digits, hyphens)."
+  }
+}
+
+variable "labels" {
+  description = "Labels added to every labelled resource (functions, topics, subscriptions, buckets, repository), next to app = \"cloudsql-cdc\" and prefix = name_prefix."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for k, v in var.labels : can(regex("^[a-z][a-z0-9_-]{0,62}$", k)) && can(regex("^[a-z0-9_-]{0,63}$", v))])
+    error_message = "labels: keys start with a lowercase letter; keys and values are at most 63 lowercase letters, digits, underscores or hyphens."
   }
 }
 
@@ -45,6 +56,12 @@ variable "bucket_name" {
     condition     = var.bucket_name == null || can(regex("^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$", var.bucket_name))
     error_message = "bucket_name must be a valid Cloud Storage bucket name."
   }
+}
+
+variable "bucket_force_destroy" {
+  description = "Let `terraform destroy` delete the export bucket with every export in it. false (default): destroy stops with an error while the bucket holds objects; see README \"Tear down\" for keeping it."
+  type        = bool
+  default     = false
 }
 
 variable "bucket_location" {
@@ -171,13 +188,13 @@ variable "planner_max_instances" {
 }
 
 variable "worker_max_instances" {
-  description = "Maximum worker instances. Each Cloud SQL instance has one chain guarded by a Firestore lease, so more than one is safe; about one per source instance is the useful maximum."
+  description = "Maximum worker instances. null (default): one per distinct Cloud SQL instance in pipeline.sources, plus one. Each instance has one export chain guarded by a Firestore lease and a Cloud SQL instance runs one export at a time, so more workers than instances + 1 only wait on leases; fewer make chains queue behind each other (Pub/Sub retries the refused pushes with backoff, delaying their exports)."
   type        = number
-  default     = 2
+  default     = null
 
   validation {
-    condition     = var.worker_max_instances >= 1 && var.worker_max_instances <= 20
-    error_message = "worker_max_instances must be between 1 and 20."
+    condition     = var.worker_max_instances == null || try(var.worker_max_instances >= 1 && var.worker_max_instances <= 100, false)
+    error_message = "worker_max_instances must be null (derived: one per Cloud SQL instance, plus one) or 1-100. Trade-off: each instance's chain needs one worker while its export runs; below the number of instances, chains wait for a free worker (pushes are refused and retried with 10-600 s backoff), above instances + 1 the extra workers only contend for leases and cost nothing but quota."
   }
 }
 
@@ -190,6 +207,17 @@ variable "max_delivery_attempts" {
     condition     = var.max_delivery_attempts >= 5 && var.max_delivery_attempts <= 100
     error_message = "max_delivery_attempts must be between 5 and 100 (Pub/Sub limits)."
   }
+}
+
+variable "alerts" {
+  description = "Which alert policies to create. Each is one condition, billed by Cloud Monitoring at $1.50 per condition per month (plus $0.35 per million time series read); false removes it. errors: ERROR records the functions log themselves (failed exports, gaps, bad messages; not lag, not retries). dead_letters: a message gave up after max_delivery_attempts. lag: a table lags past lag_alert_seconds. absent: no freshness report for 30 minutes (planner not running)."
+  type = object({
+    errors       = optional(bool, true)
+    dead_letters = optional(bool, true)
+    lag          = optional(bool, true)
+    absent       = optional(bool, true)
+  })
+  default = {}
 }
 
 variable "alert_email" {
@@ -271,5 +299,16 @@ variable "pipeline" {
   validation {
     condition     = can(regex("^[A-Za-z][A-Za-z0-9_]*$", var.pipeline.firestore_prefix))
     error_message = "pipeline.firestore_prefix must be letters, digits and underscores."
+  }
+}
+
+variable "image_versions_kept" {
+  description = "Function images kept per function in the Artifact Registry repository (the cleanup policy deletes older ones after 7 days)."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.image_versions_kept >= 1
+    error_message = "image_versions_kept must be at least 1 (the running image)."
   }
 }

@@ -194,13 +194,14 @@ _REFERENCE = {
     "var": re.compile(r"(?<![\w.])var\.(\w+)"),
     "local": re.compile(r"(?<![\w.])local\.(\w+)"),
     "data": re.compile(r"(?<![\w.])data\.(\w+)\.(\w+)"),
-    "resource": re.compile(r"(?<![\w.])((?:google|archive)_\w+)\.(\w+)"),
+    "resource": re.compile(r"(?<![\w.])((?:google|archive|time)_\w+)\.(\w+)"),
 }
 
 
 def _expressions() -> Iterator[str]:
+    """Every interpolated string, except in `moved` blocks (their `from` names an address that is gone)."""
     for doc in terraform_files().values():
-        for text in strings(doc):
+        for text in strings({k: v for k, v in doc.items() if k != "moved"}):
             if "${" in text:
                 yield text
 
@@ -230,11 +231,24 @@ def test_every_variable_is_used_and_documented() -> None:
         assert "type" in body, f"variable {name} has no type"
 
 
-def test_versions_pin_google_6() -> None:
+def test_versions_pin_google_6_and_the_module_configures_no_provider() -> None:
     (terraform,) = terraform_files()["versions.tf"]["terraform"]
-    google = terraform["required_providers"][0]["google"]
-    assert google["source"] == "hashicorp/google"
-    assert google["version"] == ">= 6.0, < 7.0"
+    providers = terraform["required_providers"][0]
+    assert providers["google"] == {"source": "hashicorp/google", "version": ">= 6.0, < 7.0"}
+    assert providers["google-beta"] == {"source": "hashicorp/google-beta", "version": ">= 6.0, < 7.0"}
+    assert providers["time"]["source"] == "hashicorp/time"
+    for name, doc in terraform_files().items():
+        assert "provider" not in doc, f"{name}: a module never configures its providers (examples/ do)"
+
+
+def test_moved_blocks_keep_existing_state() -> None:
+    moved = {m["from"]: m["to"] for doc in terraform_files().values() for m in doc.get("moved", [])}
+    for name in ("planner", "worker"):
+        assert moved[f"${{google_cloudfunctions2_function.{name}}}"] == f'${{google_cloudfunctions2_function.function["{name}"]}}'
+        assert moved[f"${{google_pubsub_subscription.{name}}}"] == f'${{google_pubsub_subscription.push["{name}"]}}'
+    for target in moved.values():
+        type_name, name = re.fullmatch(r"\$\{(\w+)\.(\w+)\[.*\]\}", target).groups()
+        assert (type_name, name) in declarations("resource"), target
 
 
 # --- wiring --------------------------------------------------------------------------------------------
@@ -252,8 +266,9 @@ def test_default_names_are_the_contract_names() -> None:
     }
     for name in ("ticks", "work", "dead_letter"):
         assert resource("google_pubsub_topic", name)["name"] == f"${{local.topic_names.{name}}}"
-    for name in ("planner", "worker", "dead_letter"):
-        assert resource("google_pubsub_subscription", name)["name"] == f"${{local.subscription_names.{name}}}"
+    assert resource("google_pubsub_subscription", "push")["name"] == "${local.subscription_names[each.key]}"
+    assert resource("google_pubsub_subscription", "dead_letter")["name"] == "${local.subscription_names.dead_letter}"
+    assert set(functions()) <= set(subscriptions)
 
 
 def test_scheduler_publishes_a_tick_to_the_ticks_topic_as_its_own_account() -> None:
@@ -267,24 +282,47 @@ def test_scheduler_publishes_a_tick_to_the_ticks_topic_as_its_own_account() -> N
     assert job["schedule"] == "${var.tick_schedule}"
 
 
+def functions() -> dict[str, dict[str, Any]]:
+    """local.functions: the one map both functions, their subscriptions and their invoker grants iterate."""
+    return locals_()["functions"]
+
+
+def test_functions_and_push_subscriptions_are_one_resource_each() -> None:
+    assert list(resources("google_cloudfunctions2_function")) == ["function"]
+    assert set(resources("google_pubsub_subscription")) == {"push", "dead_letter"}
+    for type_name, name in [
+        ("google_cloudfunctions2_function", "function"),
+        ("google_pubsub_subscription", "push"),
+        ("google_cloud_run_v2_service_iam_member", "push_invokes"),
+        ("google_pubsub_subscription_iam_member", "pubsub_agent_acks"),
+    ]:
+        assert resource(type_name, name)["for_each"] == "${local.functions}", f"{type_name}.{name}"
+    assert {k: v["topic"] for k, v in functions().items()} == {"planner": "ticks", "worker": "work"}
+
+
 @pytest.mark.parametrize(("function", "topic"), [("planner", "ticks"), ("worker", "work")])
 def test_function_is_pushed_its_topic_with_retry_and_dead_letter(function: str, topic: str) -> None:
-    fn = resource("google_cloudfunctions2_function", function)
+    fn = resource("google_cloudfunctions2_function", "function")
+    entry = functions()[function]
     assert "event_trigger" not in fn, "delivery goes through our own push subscription (dead letters)"
-    assert block(fn, "build_config")["entry_point"] == function
+    assert fn["name"] == "${var.name_prefix}-${each.key}"
+    assert block(fn, "build_config")["entry_point"] == "${each.key}"
     service = block(fn, "service_config")
-    assert service["service_account_email"] == f"${{google_service_account.{function}.email}}"
+    assert service["service_account_email"] == "${each.value.account}"
+    assert entry["account"] == f"${{google_service_account.{function}.email}}"
     assert service["ingress_settings"] == "ALLOW_INTERNAL_ONLY"
     assert service["min_instance_count"] == 0
-    assert service["max_instance_count"] == f"${{var.{function}_max_instances}}"
+    assert service["max_instance_count"] == "${each.value.max_instances}"
     assert service["environment_variables"] == "${local.function_env}"
+    assert entry["topic"] == topic
 
-    sub = resource("google_pubsub_subscription", function)
-    assert sub["topic"] == f"${{google_pubsub_topic.{topic}.id}}"
+    sub = resource("google_pubsub_subscription", "push")
+    assert sub["topic"] == "${local.push_topics[each.value.topic].id}"
+    assert f"google_pubsub_topic.{topic}.id" in locals_()["push_topics"][topic]["id"]
     push = block(sub, "push_config")
-    uri = f"google_cloudfunctions2_function.{function}.service_config[0].uri"
-    assert push["push_endpoint"].startswith(f"${{{uri}}}/projects/${{var.project}}/topics/")
-    assert push["push_endpoint"].endswith(f"${{google_pubsub_topic.{topic}.name}}")
+    uri = "google_cloudfunctions2_function.function[each.key].service_config[0].uri"
+    assert push["push_endpoint"].startswith(f"${{{uri}}}/projects/${{var.project_id}}/topics/")
+    assert push["push_endpoint"].endswith("${local.push_topics[each.value.topic].name}")
     oidc = block(push, "oidc_token")
     assert oidc["service_account_email"] == "${google_service_account.push.email}"
     assert oidc["audience"] == f"${{{uri}}}"
@@ -296,14 +334,19 @@ def test_function_is_pushed_its_topic_with_retry_and_dead_letter(function: str, 
     assert dead["max_delivery_attempts"] == "${var.max_delivery_attempts}"
     # The ack deadline must outlast the function, or Pub/Sub redelivers while the function still runs.
     assert sub["ack_deadline_seconds"] == 600
-    timeout_var = re.fullmatch(r"\$\{var\.(\w+)\}", service["timeout_seconds"]).group(1)
+    timeout_var = re.fullmatch(r"\$\{var\.(\w+)\}", entry["timeout"]).group(1)
     assert variables()[timeout_var]["default"] < sub["ack_deadline_seconds"]
     assert block(sub, "expiration_policy")["ttl"] == ""
 
 
-def test_worker_timeout_and_budget_match_the_design() -> None:
+def test_worker_timeout_and_size_match_the_design() -> None:
     assert variables()["worker_timeout_seconds"]["default"] == 540
-    assert variables()["worker_max_instances"]["default"] <= 3
+    # Derived from the configured instances unless set; the validation message explains the trade-off.
+    worker = variables()["worker_max_instances"]
+    assert worker["default"] is None
+    assert "Trade-off" in worker["validation"][0]["error_message"]
+    assert locals_()["worker_max_instances"] == "${coalesce(var.worker_max_instances, length(local.instances) + 1)}"
+    assert functions()["worker"]["max_instances"] == "${local.worker_max_instances}"
 
 
 def test_dead_letters_are_kept_and_pubsub_may_forward_them() -> None:
@@ -317,22 +360,25 @@ def test_dead_letters_are_kept_and_pubsub_may_forward_them() -> None:
     agent = grants[PUBSUB_AGENT]
     assert agent == {
         ("roles/pubsub.publisher", "topic:${google_pubsub_topic.dead_letter.name}", None),
-        ("roles/pubsub.subscriber", "subscription:${google_pubsub_subscription.planner.name}", None),
-        ("roles/pubsub.subscriber", "subscription:${google_pubsub_subscription.worker.name}", None),
+        ("roles/pubsub.subscriber", "subscription:${local.subscription_names[each.key]}", None),
         ("roles/iam.serviceAccountTokenCreator", "service_account:${google_service_account.push.name}", None),
     }
-    assert "service-${data.google_project.this.number}@gcp-sa-pubsub" in locals_()["pubsub_service_agent"]
+    # The agent is created explicitly, not spelled by hand.
+    assert locals_()["pubsub_service_agent"] == "${google_project_service_identity.pubsub.member}"
+    identity = resource("google_project_service_identity", "pubsub")
+    assert identity["service"] == "pubsub.googleapis.com"
+    assert identity["provider"] == "google-beta"
 
 
 def test_functions_build_the_entry_module_from_the_uploaded_archive() -> None:
     assert locals_()["function_entry_source"] == "functions/main.py"
-    for function in ("planner", "worker"):
-        build = block(resource("google_cloudfunctions2_function", function), "build_config")
-        assert build["environment_variables"] == {"GOOGLE_FUNCTION_SOURCE": "${local.function_entry_source}"}
-        assert build["runtime"] == "${var.runtime}"
-        assert build["service_account"] == "${google_service_account.build.id}"
-        storage = block(block(build, "source"), "storage_source")
-        assert storage["object"] == "${google_storage_bucket_object.function_source.name}"
+    build = block(resource("google_cloudfunctions2_function", "function"), "build_config")
+    assert build["environment_variables"] == {"GOOGLE_FUNCTION_SOURCE": "${local.function_entry_source}"}
+    assert build["runtime"] == "${var.runtime}"
+    assert build["service_account"] == "${google_service_account.build.id}"
+    assert build["docker_repository"] == "${google_artifact_registry_repository.functions.id}"
+    storage = block(block(build, "source"), "storage_source")
+    assert storage["object"] == "${google_storage_bucket_object.function_source.name}"
     assert variables()["runtime"]["default"] in ("python311", "python312")
     obj = resource("google_storage_bucket_object", "function_source")
     assert obj["source"] == "${data.archive_file.function_source.output_path}"
@@ -378,6 +424,7 @@ IAM_TYPES = {
     "google_pubsub_subscription_iam_member": "subscription",
     "google_service_account_iam_member": "service_account",
     "google_cloud_run_v2_service_iam_member": "name",
+    "google_artifact_registry_repository_iam_member": "repository",
 }
 
 
@@ -405,16 +452,22 @@ def iam_grants() -> dict[str, set[tuple[str, str, str | None]]]:
 
 def test_each_account_has_exactly_its_roles() -> None:
     grants = iam_grants()
-    project = "project:${var.project}"
+    project = "project:${var.project_id}"
     exports = "bucket:${local.export_bucket_name}"
+    root = "${local.root_prefix_condition.title}"
     assert grants["${google_service_account.planner.member}"] == {
         ("roles/datastore.user", project, "${local.firestore_condition.title}"),
         ("roles/pubsub.publisher", "topic:${google_pubsub_topic.work.name}", None),
     }
     assert grants["${google_service_account.worker.member}"] == {
         ("${google_project_iam_custom_role.exporter[each.value].id}", "project:${each.value}", "cdc-source-instances"),
+        (
+            "${google_project_iam_custom_role.operations_reader[each.value].id}",
+            "project:${each.value}",
+            "cdc-source-instances-and-operations",
+        ),
         ("roles/datastore.user", project, "${local.firestore_condition.title}"),
-        ("roles/storage.objectCreator", exports, "cdc-root-prefix"),
+        ("roles/storage.objectCreator", exports, root),
         ("roles/storage.objectViewer", exports, "cdc-root-prefix-and-listing"),
         ("roles/pubsub.publisher", "topic:${google_pubsub_topic.work.name}", None),
     }
@@ -422,46 +475,120 @@ def test_each_account_has_exactly_its_roles() -> None:
         ("roles/pubsub.publisher", "topic:${google_pubsub_topic.ticks.name}", None),
     }
     assert grants["${google_service_account.push.member}"] == {
-        ("roles/run.invoker", "run_service:${google_cloudfunctions2_function.planner.service_config[0].service}", None),
-        ("roles/run.invoker", "run_service:${google_cloudfunctions2_function.worker.service_config[0].service}", None),
+        (
+            "roles/run.invoker",
+            "run_service:${google_cloudfunctions2_function.function[each.key].service_config[0].service}",
+            None,
+        ),
     }
     assert grants["${google_service_account.build.member}"] == {
         ("roles/logging.logWriter", project, None),
-        ("roles/artifactregistry.writer", project, None),
+        ("roles/artifactregistry.writer", "repository:${google_artifact_registry_repository.functions.name}", None),
         ("roles/storage.objectViewer", project, "gcf-v2-sources-only"),
         ("roles/storage.objectViewer", "bucket:${google_storage_bucket.source.name}", None),
     }
-    instance_member = (
-        "serviceAccount:${data.google_sql_database_instance.source[each.key].service_account_email_address}"
-    )
-    assert grants[instance_member] == {("roles/storage.objectCreator", exports, "cdc-root-prefix")}
+    assert grants[INSTANCE_MEMBER] == {("roles/storage.objectAdmin", exports, root)}
     expected_members = {
         "${google_service_account.planner.member}",
         "${google_service_account.worker.member}",
         "${google_service_account.scheduler.member}",
         "${google_service_account.push.member}",
         "${google_service_account.build.member}",
-        instance_member,
+        INSTANCE_MEMBER,
         PUBSUB_AGENT,
     }
     assert set(grants) == expected_members
 
 
-def test_worker_export_role_is_export_and_get_on_the_named_instances_only() -> None:
-    role = resource("google_project_iam_custom_role", "exporter")
-    assert sorted(role["permissions"]) == ["cloudsql.instances.export", "cloudsql.instances.get"]
-    binding = resource("google_project_iam_member", "worker_exports")
-    expression = block(binding, "condition")["expression"]
-    assert 'resource.type == \\"sqladmin.googleapis.com/Instance\\"' in expression
-    assert 'resource.name == \\"projects/${i.project}/instances/${i.name}\\"' in expression
+INSTANCE_MEMBER = "serviceAccount:${data.google_sql_database_instance.source[each.key].service_account_email_address}"
+
+
+def test_worker_export_role_is_export_on_the_named_instances_only() -> None:
+    assert resource("google_project_iam_custom_role", "exporter")["permissions"] == ["cloudsql.instances.export"]
+    reader = resource("google_project_iam_custom_role", "operations_reader")
+    assert reader["permissions"] == ["cloudsql.instances.get"]
+    names = locals_()["instance_names"]
+    assert 'resource.name == \\"projects/${i.project}/instances/${i.name}\\"' in names
+    exports = block(resource("google_project_iam_member", "worker_exports"), "condition")["expression"]
+    assert exports.startswith('resource.type == "sqladmin.googleapis.com/Instance" && (')
+    assert "${local.instance_names[each.value]}" in exports
+    # Polling: the named instances, or a check that is not on an instance (the project); no other instance.
+    polls = block(resource("google_project_iam_member", "worker_polls_operations"), "condition")["expression"]
+    assert polls.startswith('resource.type != "sqladmin.googleapis.com/Instance" || (')
+    assert "${local.instance_names[each.value]}" in polls
 
 
 def test_bucket_grants_are_limited_to_the_root_prefix() -> None:
     prefix = locals_()["export_objects_prefix"]
     assert prefix == "projects/_/buckets/${local.export_bucket_name}/objects/${var.pipeline.root}/"
-    for name in ("worker_creates_objects", "worker_reads_objects", "instance_writes_exports"):
-        expression = block(resource("google_storage_bucket_iam_member", name), "condition")["expression"]
-        assert 'resource.name.startsWith("${local.export_objects_prefix}")' in expression
+    root = locals_()["root_prefix_condition"]
+    assert root["expression"] == 'resource.name.startsWith("${local.export_objects_prefix}")'
+    for name in ("worker_creates_objects", "instance_writes_exports"):
+        condition = block(resource("google_storage_bucket_iam_member", name), "condition")
+        assert condition["expression"] == "${local.root_prefix_condition.expression}"
+    reads = block(resource("google_storage_bucket_iam_member", "worker_reads_objects"), "condition")["expression"]
+    assert 'resource.name.startsWith("${local.export_objects_prefix}")' in reads
+
+
+def test_first_apply_waits_for_iam_and_log_metrics() -> None:
+    fn = resource("google_cloudfunctions2_function", "function")
+    assert "${time_sleep.build_grants_propagate}" in fn["depends_on"]
+    sleep = resource("time_sleep", "build_grants_propagate")
+    assert "${google_project_iam_member.build}" in sleep["depends_on"]
+    assert "${time_sleep.pubsub_agent_grants_propagate}" in resource("google_pubsub_subscription", "push")["depends_on"]
+    for name, body in resources("google_monitoring_alert_policy").items():
+        uses_log_metric = any("logging.googleapis.com/user/" in t for t in strings(body))
+        if uses_log_metric:
+            assert "${time_sleep.log_metrics_propagate}" in body["depends_on"], name
+    triggers = resource("time_sleep", "log_metrics_propagate")["triggers"]
+    assert set(triggers) == set(resources("google_logging_metric"))
+    for (type_name, name), body in declarations("data").items():
+        if type_name.startswith("google_"):
+            assert body.get("depends_on") == ["${google_project_service.enabled}"], f"{type_name}.{name} reads before APIs"
+
+
+def test_alerts_can_be_switched_off_one_by_one() -> None:
+    alerts = variables()["alerts"]
+    assert "$1.50 per condition per month" in alerts["description"]
+    switches = {"function_errors": "errors", "dead_letters": "dead_letters", "table_lag": "lag", "table_lag_absent": "absent"}
+    policies = resources("google_monitoring_alert_policy")
+    assert set(policies) == set(switches)
+    for name, body in policies.items():
+        assert body["count"] == f"${{var.alerts.{switches[name]} ? 1 : 0}}"
+        assert len(body["conditions"]) == 1, "the cost table counts one condition per policy"
+
+
+def test_error_metric_counts_only_our_structured_error_records() -> None:
+    filter_ = resource("google_logging_metric", "function_errors")["filter"]
+    assert 'logName=\\"projects/${var.project_id}/logs/run.googleapis.com%2Fstdout\\"' in filter_
+    assert '"severity>=ERROR"' in filter_
+    assert '"jsonPayload.message:*"' in filter_
+    assert 'NOT jsonPayload.message=\\"table lag over threshold\\"' in filter_
+    assert "requests" not in filter_
+
+
+def test_teardown_semantics_match_the_readme() -> None:
+    db = resource("google_firestore_database", "cdc")
+    assert db["deletion_policy"] == "ABANDON"
+    assert db["delete_protection_state"] == "DELETE_PROTECTION_ENABLED"
+    assert resource("google_storage_bucket", "exports")["force_destroy"] == "${var.bucket_force_destroy}"
+    assert variables()["bucket_force_destroy"]["default"] is False
+    readme = (TERRAFORM / "README.md").read_text()
+    assert "import {" in readme and "google_firestore_database.cdc[0]" in readme
+    assert "bucket_force_destroy" in readme
+
+
+def test_labels_come_from_a_variable() -> None:
+    assert variables()["labels"]["default"] == {}
+    assert "var.labels" in locals_()["labels"]
+
+
+def test_function_images_have_a_cleanup_policy() -> None:
+    repo = resource("google_artifact_registry_repository", "functions")
+    assert repo["format"] == "DOCKER"
+    assert repo["cleanup_policy_dry_run"] is False
+    actions = {p["id"]: p["action"] for p in repo["cleanup_policies"]}
+    assert actions == {"keep-recent": "KEEP", "delete-old": "DELETE"}
 
 
 def test_no_public_members_basic_roles_or_broad_impersonation() -> None:

@@ -20,7 +20,10 @@ from typing import Any
 
 import hcl2
 
-from shared.config import parse_config
+try:
+    from shared.core.config import parse_config
+except ImportError:  # before the package split
+    from shared.config import parse_config
 from tests.test_terraform import REPO, TERRAFORM, block, locals_, resource, variables
 
 
@@ -93,6 +96,21 @@ def test_archive_holds_the_entry_module_the_packages_and_nothing_else() -> None:
     assert re.search(r"^functions-framework==", requirements, re.MULTILINE), "the buildpack needs it pinned"
 
 
+def test_operator_tooling_and_test_fakes_do_not_ship() -> None:
+    files = set(source_files())
+    assert not [f for f in files if f.startswith(("shared/ops/", "shared/testing/"))]
+    shipped_elsewhere = {
+        p.relative_to(REPO).as_posix()
+        for p in (REPO / "shared").rglob("*.py")
+        if "__pycache__" not in p.parts and p.relative_to(REPO / "shared").parts[0] not in ("ops", "testing")
+    }
+    assert shipped_elsewhere, "shared/ has Python modules outside ops/ and testing/"
+    assert shipped_elsewhere <= files, sorted(shipped_elsewhere - files)
+    assert glob_regex("shared/ops/**").match("shared/ops/cli.py")
+    assert glob_regex("shared/ops/**").match("shared/ops/sub/x.py")
+    assert not glob_regex("shared/ops/**").match("shared/opsx.py")
+
+
 def example_cdc_config() -> dict[str, Any]:
     """CDC_CONFIG as locals.tf builds it from terraform.tfvars.example (nulls dropped, Terraform's parts added)."""
     options = hcl2.SerializationOptions(strip_string_quotes=True, explicit_blocks=False, with_comments=False)
@@ -114,9 +132,9 @@ def example_cdc_config() -> dict[str, Any]:
     optional = present({k: pipeline.get(k) for k in ("layout", "backfill", "worker", "lag_alert_seconds")})
     return {
         **optional,
-        "project": tfvars["project"],
+        "project": tfvars["project_id"],
         "region": tfvars["region"],
-        "bucket": f"{tfvars['project']}-{prefix}-exports",
+        "bucket": f"{tfvars['project_id']}-{prefix}-exports",
         "root": pipeline.get("root", "cdc"),
         "firestore": {
             "database": variables()["firestore_database"]["default"],
@@ -162,7 +180,7 @@ def test_both_entry_points_import_from_the_unpacked_archive(tmp_path: Path) -> N
     with zipfile.ZipFile(archive) as zf:
         zf.extractall(unpacked)
 
-    entry = block(resource("google_cloudfunctions2_function", "planner"), "build_config")
+    entry = block(resource("google_cloudfunctions2_function", "function"), "build_config")
     assert entry["environment_variables"]["GOOGLE_FUNCTION_SOURCE"] == "${local.function_entry_source}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CDC_", "PYTHON"))}
     env["CDC_CONFIG"] = json.dumps(example_cdc_config())
@@ -176,4 +194,5 @@ def test_both_entry_points_import_from_the_unpacked_archive(tmp_path: Path) -> N
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.startswith("ok")
+    # The functions' own structured logs share stdout; the script's verdict is its last line.
+    assert result.stdout.splitlines()[-1].startswith("ok"), result.stdout[-3000:]
