@@ -244,7 +244,10 @@ def test_versions_pin_google_6_and_the_module_configures_no_provider() -> None:
 def test_moved_blocks_keep_existing_state() -> None:
     moved = {m["from"]: m["to"] for doc in terraform_files().values() for m in doc.get("moved", [])}
     for name in ("planner", "worker"):
-        assert moved[f"${{google_cloudfunctions2_function.{name}}}"] == f'${{google_cloudfunctions2_function.function["{name}"]}}'
+        assert (
+            moved[f"${{google_cloudfunctions2_function.{name}}}"]
+            == f'${{google_cloudfunctions2_function.function["{name}"]}}'
+        )
         assert moved[f"${{google_pubsub_subscription.{name}}}"] == f'${{google_pubsub_subscription.push["{name}"]}}'
     for target in moved.values():
         type_name, name = re.fullmatch(r"\$\{(\w+)\.(\w+)\[.*\]\}", target).groups()
@@ -544,13 +547,20 @@ def test_first_apply_waits_for_iam_and_log_metrics() -> None:
     assert set(triggers) == set(resources("google_logging_metric"))
     for (type_name, name), body in declarations("data").items():
         if type_name.startswith("google_"):
-            assert body.get("depends_on") == ["${google_project_service.enabled}"], f"{type_name}.{name} reads before APIs"
+            assert body.get("depends_on") == ["${google_project_service.enabled}"], (
+                f"{type_name}.{name} reads before APIs"
+            )
 
 
 def test_alerts_can_be_switched_off_one_by_one() -> None:
     alerts = variables()["alerts"]
     assert "$1.50 per condition per month" in alerts["description"]
-    switches = {"function_errors": "errors", "dead_letters": "dead_letters", "table_lag": "lag", "table_lag_absent": "absent"}
+    switches = {
+        "function_errors": "errors",
+        "dead_letters": "dead_letters",
+        "table_lag": "lag",
+        "table_lag_absent": "absent",
+    }
     policies = resources("google_monitoring_alert_policy")
     assert set(policies) == set(switches)
     for name, body in policies.items():

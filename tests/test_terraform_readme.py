@@ -60,7 +60,9 @@ def current() -> str:
 
 
 def test_readme_inputs_and_outputs_match_variables_and_outputs() -> None:
-    assert current() == render(), "terraform/README.md tables are stale: run .venv/bin/python -m tests.test_terraform_readme"
+    assert current() == render(), (
+        "terraform/README.md tables are stale: run .venv/bin/python -m tests.test_terraform_readme"
+    )
 
 
 def test_every_output_is_documented() -> None:
