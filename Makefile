@@ -32,6 +32,7 @@ lint: venv
 
 test: venv
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	sh local/ensure_chromium.sh
 	$(PY) -m pytest
 

@@ -24,8 +24,8 @@ from bench.seed import seed
 from local.driver import Driver
 from local.ports import port_free, wait_ports_free
 from local.stack import REPO, Stack, StackError, StackInfo
-from shared.config import parse_config
-from shared.templates import Templates
+from shared.core.config import parse_config
+from shared.core.templates import Templates
 
 STATE_DIR = REPO / ".stack-bench"
 PORT_BASE = 18100

@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from shared.sqladmin import Operation, SqlAdmin
+from shared.adapters.sqladmin import SqlAdmin
+from shared.core.operations import Operation
 
 POLL_SECONDS = 0.01
 CLIENTS = 8  # 8 x (10 ms + ~1 ms) between two uses of one connection: well clear of the 40 ms stall

@@ -22,7 +22,7 @@ import requests
 from bench.metrics import ChainFigures, chain_figures, timestamp
 from bench.scenarios import INSTANCE, SETTLE_SECONDS, Scenario
 from local.driver import Driver
-from shared.state import Task
+from shared.core.tasks import Task
 
 
 class Emulator:

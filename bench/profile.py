@@ -14,11 +14,10 @@ from typing import TypeVar
 
 from bench.baseline import CLIENTS, ClientPool
 from bench.scenarios import PROJECT, START
-from shared.clients import Clients
-from shared.planner import window_tasks
-from shared.sqladmin import SqlAdmin
-from shared.state import LIVE_PRIORITY
-from shared.windows import Window
+from shared.adapters.clients import Clients
+from shared.adapters.sqladmin import SqlAdmin
+from shared.core.tasks import LIVE_PRIORITY, window_tasks
+from shared.core.windows import Window
 
 T = TypeVar("T")
 
@@ -35,7 +34,7 @@ def firestore_round_trips(clients: Clients) -> dict[str, list[float]]:
     state = clients.state
     source = dataclasses.replace(clients.config.sources[0], name="bench_profile", instance=f"{PROJECT}:bench-profile")
     window = Window(START.subtract(hours=1), START)
-    state.create_tasks(window_tasks(source, [window], priority=LIVE_PRIORITY))
+    state.create_tasks(window_tasks(source, [window], priority=LIVE_PRIORITY, offload=source.offload))
     samples: dict[str, list[float]] = {k: [] for k in ("next_pending", "claim", "mark_running", "mark_done")}
     now = window.high
     while pending := _timed(samples["next_pending"], lambda: state.next_pending(source.instance)):

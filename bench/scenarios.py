@@ -8,9 +8,9 @@ from typing import Any
 import pendulum
 
 from bench.seed import DATABASE, TABLES
-from shared.config import Config, SourceConfig
-from shared.templates import Templates, export_request_body, export_uri
-from shared.windows import Window
+from shared.core.config import Config, SourceConfig
+from shared.core.templates import Templates, export_request_body, export_uri
+from shared.core.windows import Window
 
 PROJECT = "cdc-local"
 INSTANCE = "bench-pg"
@@ -19,7 +19,7 @@ START = pendulum.datetime(2026, 1, 5, tz="UTC")
 HOURS = 11  # 10 backfill windows, then the live window of scenario 1
 SETTLE_SECONDS = 60
 
-# The worker's own defaults (shared/config.py, local/demo_config.json): the benchmark measures them as shipped.
+# The worker's own defaults (shared/core/config.py, local/demo_config.json): the benchmark measures them as shipped.
 WORKER = {
     "budget_seconds": 300,
     "lease_seconds": 60,
@@ -86,7 +86,7 @@ class Scenario:
                 else:
                     query = templates.render_query(source, source.table(table), window)
                 uri = export_uri(config, f"baseline/{self.key}/{len(bodies):03d}.csv")
-                bodies.append(export_request_body(source, query, uri))
+                bodies.append(export_request_body(source, query, uri, source.offload))
         return bodies
 
 

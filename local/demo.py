@@ -20,7 +20,7 @@ import pendulum
 from local.demo_data import seed
 from local.driver import Driver
 from local.stack import Stack
-from shared.config import load_config
+from shared.core.environment import load_config
 
 HOURS = 6
 

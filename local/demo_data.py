@@ -94,9 +94,7 @@ def seed(
         for table, statement in _FILL.items():
             conn.execute(statement.format(ts=ts, awk=_AWKWARD.format(g="g"), series=series))
             _add_boundary_rows(conn, table, start, hours, first_id=rows_per_table + 1)
-            counts[table] = conn.execute(
-                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
-            ).fetchone()[0]
+            counts[table] = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
     return counts
 
 

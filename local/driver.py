@@ -7,7 +7,6 @@ Used by the demo, the end-to-end tests and the benchmarks. Needs the emulator en
 from __future__ import annotations
 
 import gzip
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +16,10 @@ from google.cloud import pubsub_v1
 
 from local.csvread import decode_option, read_rows
 from local.demo_data import source_rows
-from shared.clients import Clients
-from shared.config import Config, SourceConfig
-from shared.state import OPEN_STATES, Task
+from shared.adapters.clients import Clients
+from shared.core.config import Config, SourceConfig
+from shared.core.messages import encode, tick_message
+from shared.core.tasks import OPEN_STATES, Task
 
 
 @dataclass(frozen=True)
@@ -42,20 +42,17 @@ class Driver:
         self.clients = Clients(config)
         self._publisher = pubsub_v1.PublisherClient()
 
-    def _publish(self, topic: str, body: dict[str, Any]) -> str:
-        path = self._publisher.topic_path(self.config.project, topic)
-        return self._publisher.publish(path, json.dumps(body).encode()).result(timeout=30)
-
     def tick(self, at: pendulum.DateTime) -> str:
         """What Cloud Scheduler sends, with an explicit clock."""
-        return self._publish(self.config.ticks_topic, {"kind": "tick", "at": at.isoformat()})
+        return self.clients.bus.publish_ticks(tick_message(at))
 
     def backfill(self, start: pendulum.DateTime, end: pendulum.DateTime, **options: Any) -> str:
+        """A backfill request; `options` go into the message as they are (tests send malformed ones too)."""
         body = {"kind": "backfill", "start": start.isoformat(), "end": end.isoformat(), **options}
-        return self._publish(self.config.ticks_topic, body)
+        return self.clients.bus.publish_ticks(encode(body))
 
     def work(self, instance: str) -> str:
-        return self._publish(self.config.work_topic, {"kind": "work", "instance": instance})
+        return self.clients.bus.publish_work(instance)
 
     def raw(self, topic: str, data: bytes) -> str:
         path = self._publisher.topic_path(self.config.project, topic)

@@ -12,7 +12,7 @@ it at the end. What is injected while the windows are exported:
 - every tick is delivered 1 to 3 times (republished, or pushed again with the same message id), and every
   `work` message the chain publishes is pushed to the worker up to twice more with the same message id
   (tapped from the work topic through an extra pull subscription);
-- the worker process is SIGKILLed at random at the failpoints of shared/failpoints.py (after taking the
+- the worker process is SIGKILLed at random at the failpoints of shared/testing/failpoints.py (after taking the
   lease, between submit and saving the operation name, mid-poll, after DONE before the watermark update);
   gunicorn replaces the killed process and Pub/Sub redelivers the message it was handling.
 
@@ -51,8 +51,8 @@ from local.driver import Driver
 from local.httpcall import call
 from local.pubsub_wiring import PubSubAdmin
 from local.stack import REPO, Stack
-from shared.config import Config, parse_config
-from shared.state import Task
+from shared.core.config import Config, parse_config
+from shared.core.tasks import Task
 
 START = pendulum.datetime(2026, 10, 1, tz="UTC")
 DATABASE = "faults"

@@ -30,9 +30,9 @@ import requests
 from local.driver import Driver
 from local.pubsub_wiring import PubSubAdmin
 from local.stack import DEFAULT_CONFIG, PLANNER_SUBSCRIPTION, WORKER_SUBSCRIPTION, Stack
-from shared.config import parse_config
-from shared.state import _BATCH_SIZE
-from shared.status import collect_status
+from shared.adapters.firestore_tasks import BATCH_SIZE
+from shared.core.config import parse_config
+from shared.ops.status import collect_status
 
 FUNCTION_TIMEOUT_SECONDS = 540
 
@@ -169,7 +169,7 @@ def run_load(stack: Stack, workdir: Path, *, days: int = 30, tables: int = 50, r
         planning_seconds=planning_seconds,
         document_writes=planned["tasks_created"],
         document_reads=expected,
-        commits=math.ceil(planned["tasks_created"] / _BATCH_SIZE),
+        commits=math.ceil(planned["tasks_created"] / BATCH_SIZE),
         redelivery_seconds=redelivery_seconds,
         redelivery_created=redelivery_created,
         status_seconds=status_seconds,

@@ -43,6 +43,8 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO / ".stack"
 DEFAULT_CONFIG = REPO / "local" / "demo_config.json"
 FUNCTIONS_SOURCE = REPO / "functions" / "main.py"
+# Served instead when CDC_FAILPOINTS is set: the same functions with the crash-test failpoints hooked in.
+FAILPOINTS_SOURCE = REPO / "local" / "functions_entry.py"
 SQLADMIN_PACKAGE = REPO / "local" / "sqladmin_emulator" / "__main__.py"
 
 DEFAULT_PROJECT = "cdc-local"
@@ -122,7 +124,7 @@ class StackInfo:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    """Only the few keys the stack needs; full validation is shared.config's job (and the functions')."""
+    """Only the few keys the stack needs; full validation is shared.core.config's job (and the functions')."""
     if not path.is_file():
         return {}
     try:
@@ -275,7 +277,7 @@ class Stack:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         return env
 
-    def _command(self, name: str, pre: Prerequisites, pg_dir: Path) -> list[str]:
+    def _command(self, name: str, pre: Prerequisites, pg_dir: Path, env: Mapping[str, str]) -> list[str]:
         p = self.ports
         if name == "firestore":
             return [
@@ -304,8 +306,9 @@ class Stack:
                 f"http://{HOST}:{p.gcs}",
             ]  # fmt: skip
         port = p.planner if name == "planner" else p.worker
+        source = FAILPOINTS_SOURCE if env.get("CDC_FAILPOINTS") else FUNCTIONS_SOURCE
         return [
-            sys.executable, "-m", "functions_framework", "--source", str(FUNCTIONS_SOURCE), "--target", name,
+            sys.executable, "-m", "functions_framework", "--source", str(source), "--target", name,
             "--signature-type", "cloudevent", "--host", HOST, "--port", str(port),
         ]  # fmt: skip
 
@@ -374,7 +377,7 @@ class Stack:
                 f"port {port} for {name} is already in use by another process; "
                 f"choose another base with --port-base or CDC_STACK_PORT_BASE (now {self.port_base})"
             )
-        cmd = self._command(name, pre, pg_dir)
+        cmd = self._command(name, pre, pg_dir, env)
         log = self.logs_dir / f"{name}.log"
         user = "postgres" if name == "postgres" and os.geteuid() == 0 else None
         cwd = pg_dir if name == "postgres" else (REPO if name not in ("firestore", "pubsub") else self.state_dir)

@@ -14,11 +14,11 @@ from pathlib import Path
 import pendulum
 import pytest
 
-from shared.clients import Clients
-from shared.config import Config, parse_config
-from shared.planner import window_tasks
-from shared.state import BACKFILL_PRIORITY, LIVE_PRIORITY, StateStore
-from shared.windows import Window
+from shared.adapters.clients import Clients
+from shared.adapters.firestore_state import StateStore
+from shared.core.config import Config, parse_config
+from shared.core.tasks import BACKFILL_PRIORITY, LIVE_PRIORITY, window_tasks
+from shared.core.windows import Window
 from tests.pipeline_support import REPO, demo_config
 
 # The crafted queue: four live windows from T0, plus one backfill window two hours before.
@@ -34,7 +34,7 @@ CRAFTED_INSTANCE = "cdc-local:crafted-pg"
 def cdc(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """`cdc ARGS` with the current environment (the stack's client env and CDC_CONFIG_FILE)."""
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "shared.ops.cli", *args],
         cwd=REPO,
         env=dict(os.environ),
         capture_output=True,
@@ -69,9 +69,9 @@ def craft_queue(config: Config) -> Crafted:
     state = Clients(config).state
     source = config.sources[0]
     live = [Window(T0 + HOUR * i, T0 + HOUR * (i + 1)) for i in range(4)]
-    state.create_tasks(window_tasks(source, live, priority=LIVE_PRIORITY))
+    state.create_tasks(window_tasks(source, live, priority=LIVE_PRIORITY, offload=source.offload))
     backfill = Window(T0 - HOUR * 2, T0 - HOUR)
-    state.create_tasks(window_tasks(source, [backfill], priority=BACKFILL_PRIORITY))
+    state.create_tasks(window_tasks(source, [backfill], priority=BACKFILL_PRIORITY, offload=source.offload))
     for table in source.table_names:
         state.init_watermark(source.name, table, T0)
     now = pendulum.now("UTC")

@@ -16,7 +16,7 @@ import pendulum
 import requests
 
 from local.driver import Driver
-from shared.config import parse_config
+from shared.core.config import parse_config
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO / "local" / "demo_config.json"

@@ -21,11 +21,11 @@ import pytest
 
 from local.demo_data import TABLES, seed
 from local.faults import read_log_entries
-from shared.config import parse_config
-from shared.errors import MessageError
-from shared.messages import parse_event
-from shared.templates import Templates
-from shared.windows import Window
+from shared.core.config import parse_config
+from shared.core.errors import MessageError
+from shared.core.messages import parse_event
+from shared.core.templates import Templates
+from shared.core.windows import Window
 from tests.pipeline_support import START, Pipeline, demo_config
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""The `cdc` command line, run as a subprocess (`python -m shared.cli`) against the demo config."""
+"""The `cdc` command line, run as a subprocess (`python -m shared.ops.cli`) against the demo config."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ DEMO = REPO / "local" / "demo_config.json"
 def cdc(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("CDC_")}
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "shared.ops.cli", *args],
         cwd=REPO,
         env={**base, **(env or {})},
         capture_output=True,
@@ -140,8 +140,8 @@ def test_help_is_complete() -> None:
         assert flag in plan
 
 
-def test_python_dash_m_shared_works() -> None:
+def test_python_dash_m_shared_ops_works() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "shared", "--help"], cwd=REPO, capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "shared.ops", "--help"], cwd=REPO, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0 and result.stdout.startswith("usage: cdc")

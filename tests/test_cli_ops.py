@@ -9,7 +9,7 @@ import pendulum
 import pytest
 
 from local.demo_data import seed
-from shared.cli import EXIT_BAD_INPUT, EXIT_UNHEALTHY
+from shared.ops.cli import EXIT_BAD_INPUT, EXIT_UNHEALTHY
 from tests.cli_stack_support import (
     FAILED_TASK,
     HOUR,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pendulum
 import pytest
 
-from shared.cli import EXIT_BAD_INPUT
-from shared.status import SCHEMA_ROW
+from shared.ops.cli import EXIT_BAD_INPUT
+from shared.ops.status import SCHEMA_ROW
 from tests.cli_stack_support import FAILED_TASK, HOUR, RETRYING_TASK, T0, cdc, craft_queue, use_config
 
 pytestmark = pytest.mark.stack

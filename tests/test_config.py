@@ -10,8 +10,9 @@ from typing import Any
 import pendulum
 import pytest
 
-from shared.config import Config, load_config, parse_config
-from shared.errors import ConfigError
+from shared.core.config import Config, parse_config
+from shared.core.environment import load_config
+from shared.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "local" / "demo_config.json"

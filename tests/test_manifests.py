@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pendulum
 
-from shared.config import parse_config
-from shared.manifests import build_manifest, parse_schema_csv
-from shared.state import Task
-from shared.windows import Window
+from shared.core.config import parse_config
+from shared.core.manifests import build_manifest, parse_schema_csv
+from shared.core.tasks import Task
+from shared.core.windows import Window
 
 SCHEMA_CSV = (
     b"orders,note,text,3,YES\n"

@@ -14,9 +14,9 @@ import pendulum
 import pytest
 from cloudevents.http import CloudEvent
 
-from shared.config import Config, parse_config
-from shared.errors import MessageError
-from shared.messages import (
+from shared.core.config import Config, parse_config
+from shared.core.errors import MessageError
+from shared.core.messages import (
     MAX_PAYLOAD_BYTES,
     Backfill,
     Tick,
@@ -114,14 +114,14 @@ def test_helpers_round_trip() -> None:
         "m-1", pendulum.datetime(2026, 1, 2, 0, 10, tz="UTC"), start, end, "shop", ("orders",), True, False
     )
     work = parse_event(push_event(work_message("cdc-local:shop-pg"), delivery_attempt=2), CONFIG)
-    assert work == Work("m-1", pendulum.datetime(2026, 1, 2, 0, 10, tz="UTC"), "cdc-local:shop-pg", 2)
+    assert work == Work("m-1", pendulum.datetime(2026, 1, 2, 0, 10, tz="UTC"), "cdc-local:shop-pg")
     assert work_message("cdc-local:shop-pg") == b'{"instance":"cdc-local:shop-pg","kind":"work"}'
 
 
 def test_helpers_reject_naive() -> None:
     from datetime import datetime
 
-    from shared.errors import WindowError
+    from shared.core.errors import WindowError
 
     with pytest.raises(WindowError):
         tick_message(datetime(2026, 1, 1))
@@ -204,7 +204,7 @@ def test_backfill_needs_a_source_when_several() -> None:
 
 def test_work_for_the_second_instance() -> None:
     work = parse_event(push_event(work_message("cdc-local:crm-pg")), two_sources())
-    assert isinstance(work, Work) and work.instance == "cdc-local:crm-pg" and work.delivery_attempt is None
+    assert isinstance(work, Work) and work.instance == "cdc-local:crm-pg"
 
 
 def test_backfill_limit_comes_from_config() -> None:

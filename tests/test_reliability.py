@@ -14,8 +14,10 @@ import pendulum
 import pytest
 
 from local.faults import START, FaultPlan, check_run, fault_config, run_suite
-from shared.config import ConfigError, load_failpoints, parse_config
-from shared.state import Task
+from shared.core.config import parse_config
+from shared.core.errors import ConfigError
+from shared.core.tasks import Task
+from shared.testing.failpoints import load_failpoints
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,7 +35,7 @@ def test_failpoints_are_parsed_and_validated():
 
 
 def _run_failpoint(env_value: str, name: str) -> subprocess.CompletedProcess[str]:
-    code = f"from shared.failpoints import failpoint; failpoint({name!r}); print('survived')"
+    code = f"from shared.testing.failpoints import failpoint; failpoint({name!r}); print('survived')"
     env = {"CDC_FAILPOINTS": env_value, "PATH": "/usr/bin:/bin"}
     return subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False

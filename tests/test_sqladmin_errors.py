@@ -8,8 +8,9 @@ import httplib2
 import pytest
 from googleapiclient.errors import HttpError
 
-from shared.errors import ExportRejected, InstanceBusy, TransientApiError
-from shared.sqladmin import Operation, _classify
+from shared.adapters.sqladmin import _classify
+from shared.core.errors import ExportRejected, InstanceBusy, TransientApiError
+from shared.core.operations import Operation
 
 
 def http_error(status: int, reason: str, message: str = "boom") -> HttpError:

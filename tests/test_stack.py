@@ -32,9 +32,15 @@ from local.stack import (
     WORKER_SUBSCRIPTION,
     Stack,
 )
+from tests.conftest import TEST_PORT_BASE
 
 T = TypeVar("T")
-LIFECYCLE_PORT_BASE = 17500
+# Every stack these tests start sits at an offset from the session's test port base (tests/conftest.py), so
+# two suites on one machine with CDC_TEST_PORT_BASE 100 or more apart never collide.
+LIFECYCLE_PORT_BASE = TEST_PORT_BASE + 20
+REFUSED_PORT_BASE = TEST_PORT_BASE + 40
+IDLE_PORT_BASE = TEST_PORT_BASE + 60
+ENV_PORT_BASE = TEST_PORT_BASE + 80
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -103,7 +109,7 @@ def test_lifecycle_up_status_up_again_down(tmp_path: Path) -> None:
 
 
 def test_status_and_down_without_a_stack(tmp_path: Path) -> None:
-    idle = Stack(tmp_path / "none", 17650)
+    idle = Stack(tmp_path / "none", IDLE_PORT_BASE)
     assert idle.status() == {}
     idle.down()  # nothing recorded: nothing to stop, no error
 
@@ -123,20 +129,20 @@ def test_missing_prerequisite_names_the_debian_package(tmp_path: Path, override:
     if "PATH" in override:
         env.pop("CDC_STACK_JAVA", None)
     started = time.monotonic()
-    result = _cli("up", "--state-dir", str(tmp_path / "state"), "--port-base", "17600", env=env)
+    result = _cli("up", "--state-dir", str(tmp_path / "state"), "--port-base", str(REFUSED_PORT_BASE), env=env)
     assert result.returncode == 2
     assert f"install the Debian package {package}" in result.stderr, result.stderr
     assert time.monotonic() - started < 5
     assert not (tmp_path / "state" / "stack.json").exists()
-    assert all(port_free(p) for p in PortLayout.from_base(17600).as_dict().values())
+    assert all(port_free(p) for p in PortLayout.from_base(REFUSED_PORT_BASE).as_dict().values())
 
 
 def test_env_command_prints_exports_for_the_client_variables(tmp_path: Path) -> None:
-    result = _cli("env", "--state-dir", str(tmp_path), "--port-base", "17660")
+    result = _cli("env", "--state-dir", str(tmp_path), "--port-base", str(ENV_PORT_BASE))
     assert result.returncode == 0
-    assert "export FIRESTORE_EMULATOR_HOST=127.0.0.1:17660" in result.stdout
-    assert "export STORAGE_EMULATOR_HOST=http://127.0.0.1:17662" in result.stdout
-    assert "export CDC_SQLADMIN_ENDPOINT=http://127.0.0.1:17664/" in result.stdout
+    assert f"export FIRESTORE_EMULATOR_HOST=127.0.0.1:{ENV_PORT_BASE}" in result.stdout
+    assert f"export STORAGE_EMULATOR_HOST=http://127.0.0.1:{ENV_PORT_BASE + 2}" in result.stdout
+    assert f"export CDC_SQLADMIN_ENDPOINT=http://127.0.0.1:{ENV_PORT_BASE + 4}/" in result.stdout
 
 
 # ----- wiring ---------------------------------------------------------------------------------------

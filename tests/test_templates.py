@@ -8,10 +8,11 @@ from pathlib import Path
 import pendulum
 import pytest
 
-from shared.config import Config, load_config, parse_config
-from shared.errors import TemplateError
-from shared.templates import Templates, _one_line, export_request_body, export_uri
-from shared.windows import Window
+from shared.core.config import Config, parse_config
+from shared.core.environment import load_config
+from shared.core.errors import TemplateError
+from shared.core.templates import Templates, _one_line, export_request_body, export_uri
+from shared.core.windows import Window
 from tests.golden import assert_golden
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,7 +96,7 @@ def test_export_uri_and_request_body(demo: Config) -> None:
             },
         }
     }
-    assert export_request_body(source, "SELECT 1", uri)["exportContext"]["offload"] is False
+    assert export_request_body(source, "SELECT 1", uri, source.offload)["exportContext"]["offload"] is False
 
 
 def test_context_has_exactly_the_documented_names(tmp_path: Path) -> None:
@@ -175,7 +176,7 @@ def test_one_line_keeps_literals_and_drops_comments(sql: str, expected: str) -> 
 def test_bad_key_layouts(tmp_path: Path, demo: Config) -> None:
     from dataclasses import replace
 
-    from shared.config import KeyLayout
+    from shared.core.config import KeyLayout
 
     t = Templates(tmp_path)
     for name, text, reason in [

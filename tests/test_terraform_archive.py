@@ -20,10 +20,7 @@ from typing import Any
 
 import hcl2
 
-try:
-    from shared.core.config import parse_config
-except ImportError:  # before the package split
-    from shared.config import parse_config
+from shared.core.config import parse_config
 from tests.test_terraform import REPO, TERRAFORM, block, locals_, resource, variables
 
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.errors import WindowError
-from shared.windows import (
+from shared.core.errors import WindowError
+from shared.core.windows import (
     Schedule,
     Window,
     due_windows,

@@ -13,7 +13,7 @@ from types import FrameType
 
 from local.sqladmin_emulator.faults import FaultSettings
 from local.sqladmin_emulator.server import EmulatorServer
-from shared.logs import log
+from shared.core.logs import log
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ import psycopg
 from local.sqladmin_emulator import api_errors
 from local.sqladmin_emulator.exporter import CsvExport, Exporter, OperationFailed
 from local.sqladmin_emulator.faults import Faults
-from shared.logs import log
+from shared.core.logs import log
 
 # How long a new operation stays PENDING before it starts (the real service queues for a moment too).
 PENDING_SECONDS = 0.05

@@ -16,7 +16,7 @@ from local.sqladmin_emulator.api_errors import ApiError
 from local.sqladmin_emulator.exporter import Exporter, parse_export_request
 from local.sqladmin_emulator.faults import Faults, FaultSettings
 from local.sqladmin_emulator.operations import OperationStore
-from shared.logs import log
+from shared.core.logs import log
 
 # (version prefix)(project)(rest): both API versions share the same resource paths under their prefix.
 _API_PATH = re.compile(r"^/(v1|sql/v1beta4)/projects/([^/]+)/(.*)$")

@@ -1,23 +1,39 @@
-"""The Google clients one process uses, each created on first use (never at import)."""
+"""The real services one process uses, each client created on first use (never at import)."""
 
 from __future__ import annotations
 
+import time
 from functools import cached_property
 
+import pendulum
 from google.cloud import firestore, pubsub_v1, storage
 
-from shared.bus import Bus
-from shared.config import Config
-from shared.objects import ObjectStore
-from shared.sqladmin import SqlAdmin
-from shared.state import StateStore
+from shared.adapters.firestore_state import StateStore
+from shared.adapters.pubsub import Bus
+from shared.adapters.sqladmin import SqlAdmin
+from shared.adapters.storage import ObjectStore
+from shared.core.config import Config
+
+
+class SystemClock:
+    """The wall clock and real sleeping (follows shared.app.ports.Clock)."""
+
+    def now(self) -> pendulum.DateTime:
+        return pendulum.now("UTC")
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 class Clients:
-    """Lazily built clients bound to one configuration."""
+    """Lazily built Google clients bound to one configuration (follows shared.app.ports.Services)."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.clock = SystemClock()
 
     @cached_property
     def state(self) -> StateStore:
@@ -26,7 +42,7 @@ class Clients:
 
     @cached_property
     def bus(self) -> Bus:
-        return Bus(pubsub_v1.PublisherClient(), self.config.project, self.config.work_topic)
+        return Bus(pubsub_v1.PublisherClient(), self.config.project, self.config.work_topic, self.config.ticks_topic)
 
     @cached_property
     def objects(self) -> ObjectStore:

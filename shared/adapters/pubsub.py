@@ -1,22 +1,40 @@
-"""Publishing the worker chain's `work` messages."""
+"""Publishing to our topics (the worker chain's `work` messages, operators' ticks). Errors map through `ERRORS`."""
 
 from __future__ import annotations
 
+import concurrent.futures
+
+from google.api_core import exceptions as gexc
+from google.auth.exceptions import GoogleAuthError
 from google.cloud import pubsub_v1
 
-from shared.messages import work_message
+from shared.adapters.errormap import ErrorTable, maps_errors
+from shared.core.errors import PublishFailed
+from shared.core.messages import work_message
+
+ERRORS: ErrorTable = ((
+    (concurrent.futures.TimeoutError, gexc.GoogleAPICallError, gexc.RetryError, GoogleAuthError), PublishFailed
+),)  # fmt: skip
 
 _PUBLISH_TIMEOUT_SECONDS = 30
 
 
+@maps_errors(ERRORS)
 class Bus:
-    """Publishes to the work topic and waits for the server's ack (a function may freeze once it returns)."""
+    """Publishes to our topics and waits for the server's ack (a function may freeze once it returns)."""
 
-    def __init__(self, publisher: pubsub_v1.PublisherClient, project: str, work_topic: str) -> None:
+    def __init__(self, publisher: pubsub_v1.PublisherClient, project: str, work_topic: str, ticks_topic: str) -> None:
         self._publisher = publisher
-        self._topic = publisher.topic_path(project, work_topic)
+        self._work_topic = publisher.topic_path(project, work_topic)
+        self._ticks_topic = publisher.topic_path(project, ticks_topic)
 
     def publish_work(self, instance: str) -> str:
         """Wake (or continue) the chain of `instance`; returns the message id."""
-        future = self._publisher.publish(self._topic, work_message(instance))
-        return future.result(timeout=_PUBLISH_TIMEOUT_SECONDS)
+        return self._publish(self._work_topic, work_message(instance))
+
+    def publish_ticks(self, data: bytes) -> str:
+        """Publish a tick or backfill to the planner's topic; returns the message id."""
+        return self._publish(self._ticks_topic, data)
+
+    def _publish(self, topic: str, data: bytes) -> str:
+        return self._publisher.publish(topic, data).result(timeout=_PUBLISH_TIMEOUT_SECONDS)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any
 
 import google.auth
 import httplib2
@@ -21,56 +21,13 @@ from google_auth_httplib2 import AuthorizedHttp
 from googleapiclient import discovery
 from googleapiclient.errors import HttpError
 
-from shared.errors import ExportRejected, InstanceBusy, TransientApiError
-
-OperationStatus = Literal["PENDING", "RUNNING", "DONE", "SQL_OPERATION_STATUS_UNSPECIFIED"]
+from shared.core.errors import ExportRejected, InstanceBusy, TransientApiError
+from shared.core.operations import Operation
 
 _BUSY_REASON = "operationInProgress"
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 _QUICK_RETRY_DELAYS = (0.1, 0.3, 1.0)
 _TIMEOUT_SECONDS = 60
-
-
-@dataclass(frozen=True)
-class Operation:
-    """What the pipeline needs from an operation resource."""
-
-    name: str
-    status: OperationStatus
-    uri: str | None
-    error_code: str | None
-    error_message: str | None
-    insert_time: str | None
-    start_time: str | None
-    end_time: str | None
-
-    @property
-    def done(self) -> bool:
-        return self.status == "DONE"
-
-    @property
-    def failed(self) -> bool:
-        return self.done and self.error_code is not None
-
-    @classmethod
-    def unknown(cls, name: str, uri: str | None, status: int, message: str) -> Operation:
-        """A stand-in for an operation the API no longer answers for: DONE, with its outcome unknown."""
-        return cls(name, "DONE", uri, f"HTTP_{status}", message, None, None, None)
-
-    @classmethod
-    def from_resource(cls, resource: dict[str, Any]) -> Operation:
-        errors = (resource.get("error") or {}).get("errors") or []
-        first = errors[0] if errors else {}
-        return cls(
-            name=resource["name"],
-            status=resource.get("status", "SQL_OPERATION_STATUS_UNSPECIFIED"),
-            uri=(resource.get("exportContext") or {}).get("uri"),
-            error_code=first.get("code") if errors else None,
-            error_message=first.get("message") if errors else None,
-            insert_time=resource.get("insertTime"),
-            start_time=resource.get("startTime"),
-            end_time=resource.get("endTime"),
-        )
 
 
 def _reason(exc: HttpError) -> str:
@@ -84,16 +41,30 @@ def _reason(exc: HttpError) -> str:
         return ""
 
 
+def _busy(status: int, reason: str, message: str) -> Exception:
+    return InstanceBusy(f"instance busy ({status} {reason or 'conflict'}): {message}")
+
+
+def _transient(status: int, reason: str, message: str) -> Exception:
+    return TransientApiError(status, message)
+
+
+ERRORS: tuple[tuple[Callable[[int, str], bool], Callable[[int, str, str], Exception]], ...] = (
+    # Busy: 409 operationInProgress (confirmed: the API's documented answer); older API versions answered 403
+    # with the same reason.
+    (lambda status, reason: status == 409 or (status == 403 and reason == _BUSY_REASON), _busy),
+    # Quota (429) and server errors: transient.
+    (lambda status, reason: status in _TRANSIENT_STATUSES, _transient),
+    # Anything else is the request's own fault (400 invalid, 403 notAuthorized, 404 instanceDoesNotExist...).
+    (lambda status, reason: True, ExportRejected),
+)
+"""The one table from API errors (HTTP status, error reason) to project errors: the first row that matches."""
+
+
 def _classify(exc: HttpError) -> Exception:
-    """The one table from API errors to project errors."""
-    status = exc.status_code
-    reason = _reason(exc)
+    status, reason = exc.status_code, _reason(exc)
     message = exc.reason or str(exc)
-    if status == 409 or (status == 403 and reason == _BUSY_REASON):
-        return InstanceBusy(f"instance busy ({status} {reason or 'conflict'}): {message}")
-    if status in _TRANSIENT_STATUSES:
-        return TransientApiError(status, message)
-    return ExportRejected(status, reason, message)
+    return next(make(status, reason, message) for matches, make in ERRORS if matches(status, reason))
 
 
 class SqlAdmin:
@@ -143,9 +114,7 @@ class SqlAdmin:
         return Operation.from_resource(self._call(request))
 
     def get_operation(self, project: str, name: str) -> Operation:
-        return Operation.from_resource(
-            self._call(self._api.operations().get(project=project, operation=name))
-        )
+        return Operation.from_resource(self._call(self._api.operations().get(project=project, operation=name)))
 
     def list_operations(self, project: str, instance: str, max_results: int = 100) -> list[Operation]:
         """Recent operations on the instance, newest first."""

@@ -1,14 +1,38 @@
-"""The export bucket: object metadata, downloads, and manifest uploads."""
+"""The export bucket: object metadata, downloads, and manifest uploads. Errors map through `ERRORS`."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import requests
 from google.api_core import exceptions as gexc
+from google.auth.exceptions import GoogleAuthError
 from google.cloud import storage
 
+from shared.adapters.errormap import ErrorTable, maps_errors
+from shared.core.errors import StorageUnavailable
 
+ERRORS: ErrorTable = (
+    (
+        (
+            gexc.ServiceUnavailable,
+            gexc.InternalServerError,
+            gexc.BadGateway,
+            gexc.GatewayTimeout,
+            gexc.TooManyRequests,
+            gexc.Forbidden,
+            gexc.Unauthorized,
+            requests.ConnectionError,
+            requests.Timeout,
+            GoogleAuthError,
+        ),
+        StorageUnavailable,
+    ),
+)
+
+
+@maps_errors(ERRORS)
 class ObjectStore:
     """Objects under one bucket, addressed by key (no gs:// prefix)."""
 

@@ -1,10 +1,6 @@
-"""The configuration: one JSON document, validated once at cold start. The only reader of the environment.
+"""The configuration document and its validation (`parse_config`: pure, reads no files and no environment).
 
-Where it comes from (`load_config`), in order of precedence:
-1. `CDC_CONFIG`: the JSON document itself (inline), or
-2. `CDC_CONFIG_FILE`: a path to it. Setting both is an error (no silent precedence).
-`CDC_SQLADMIN_ENDPOINT` optionally overrides the Cloud SQL Admin API root (local stack: http://127.0.0.1:PORT/).
-`CDC_FAILPOINTS` (tests only, see shared/failpoints.py): "name:probability,..." (`load_failpoints`).
+Where the document comes from is shared/core/environment.py (`load_config`), the only reader of the environment.
 
 The document (defaults in brackets; `local/demo_config.json` is the documented example):
 
@@ -15,7 +11,7 @@ The document (defaults in brackets; `local/demo_config.json` is the documented e
     firestore           {"database" ["(default)"], "prefix" ["cdc_"]}: database and collection name prefix
     topics              {"ticks" ["cdc-ticks"], "work" ["cdc-work"]}: Pub/Sub topic names
     layout              {"table", "schema", "manifest"}: names of the object-key templates under templates/
-                        [keys/table.j2, keys/schema.j2, keys/manifest.j2]; see shared/templates.py
+                        [keys/table.j2, keys/schema.j2, keys/manifest.j2]; see shared/core/templates.py
     backfill            {"max_windows" [2000]}: largest number of windows one backfill message may span
     worker              {"budget_seconds" [300] (at most 540, the function timeout), "lease_seconds" [60],
                          "max_attempts" [3], "poll_initial_seconds" [0.05], "poll_max_seconds" [5],
@@ -54,20 +50,16 @@ known key. Every error is a ConfigError naming the field path, the value and wha
 from __future__ import annotations
 
 import difflib
-import json
-import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 from pendulum import DateTime, Duration
 
-from shared import logs
-from shared.errors import ConfigError, TemplateError, WindowError
-from shared.windows import Schedule, parse_duration, parse_timestamp
+from shared.core.errors import ConfigError, WindowError
+from shared.core.windows import Schedule, parse_duration, parse_timestamp
 
 DEFAULT_TABLE_LAYOUT = "keys/table.j2"
 DEFAULT_SCHEMA_LAYOUT = "keys/schema.j2"
@@ -445,79 +437,3 @@ def parse_config(doc: dict[str, Any], *, sqladmin_endpoint: str | None = None) -
         sqladmin_endpoint=sqladmin_endpoint,
         sources=sources,
     )
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ConfigError("(config)", key, "appears twice in one JSON object")
-        result[key] = value
-    return result
-
-
-def _read_json(text: str, origin: str, origin_value: str) -> dict[str, Any]:
-    try:
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except json.JSONDecodeError as e:
-        raise ConfigError(
-            origin, origin_value, f"is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"
-        ) from e
-
-
-def load_config(environ: Mapping[str, str] = os.environ) -> Config:
-    """Read, validate and check the templates of the configuration named by the environment (see top)."""
-    inline = environ.get("CDC_CONFIG")
-    path = environ.get("CDC_CONFIG_FILE")
-    if inline and path:
-        raise ConfigError("CDC_CONFIG_FILE", path, "is set together with CDC_CONFIG; set only one of them")
-    if inline:
-        doc = _read_json(inline, "CDC_CONFIG", inline[:60])
-    elif path:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError("CDC_CONFIG_FILE", path, f"cannot be read ({e.strerror})") from e
-        doc = _read_json(text, "CDC_CONFIG_FILE", path)
-    else:
-        raise ConfigError(
-            "CDC_CONFIG",
-            None,
-            "is not set",
-            hint="set CDC_CONFIG to the JSON document or CDC_CONFIG_FILE to its path",
-        )
-    config = parse_config(doc, sqladmin_endpoint=environ.get("CDC_SQLADMIN_ENDPOINT") or None)
-    # templates imports this module at the top: importing it here keeps module imports one way
-    from shared.templates import Templates
-
-    try:
-        Templates().validate(config)
-    except TemplateError as exc:
-        # Not fatal: the tasks of that template fail with its name while every other table exports.
-        logs.error("a template cannot render; its tasks will fail", template=exc.template, error=str(exc))
-    return config
-
-
-@dataclass(frozen=True)
-class FailpointSettings:
-    """Crash-test failpoints: name -> probability of killing the process when it is reached."""
-
-    rates: Mapping[str, float] = field(default_factory=dict)
-
-
-def load_failpoints(environ: Mapping[str, str] = os.environ) -> FailpointSettings:
-    """Parse `CDC_FAILPOINTS="after_submit:0.1,mid_poll:0.05"` (unset or empty: no failpoint fires)."""
-    raw = environ.get("CDC_FAILPOINTS", "").strip()
-    rates: dict[str, float] = {}
-    for i, item in enumerate(part.strip() for part in raw.split(",") if part.strip()):
-        name, _, value = item.partition(":")
-        path = f"CDC_FAILPOINTS[{i}]"
-        _check(name.strip(), path, str, "identifier")
-        try:
-            rate = float(value)
-        except ValueError:
-            raise ConfigError(path, item, "is not 'name:probability'") from None
-        if not 0 <= rate <= 1:
-            raise ConfigError(path, item, "has a probability outside [0, 1]")
-        rates[name.strip()] = rate
-    return FailpointSettings(rates)

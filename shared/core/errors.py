@@ -1,26 +1,39 @@
-"""Every project error, in one tree. Functions map these to ack (permanent) or retry (retryable).
+"""Every project error, in one tree. The runtime maps these to ack (permanent) or retry (retryable); the CLI
+maps them to exit codes through `exit_code`.
 
-    CdcError
-    ├── PermanentError        the input can never succeed: log at ERROR and acknowledge
-    │   ├── ConfigError       bad configuration (field path, value, what is allowed)
-    │   ├── MessageError      a Pub/Sub message that cannot be processed (reason, message id)
-    │   ├── WindowError       bad or out-of-order time bounds
-    │   ├── TemplateError     a template that cannot render (template name, reason)
-    │   └── ExportRejected    the Admin API refused the request itself (HTTP 400/404)
-    └── RetryableError        try again later, with backoff
-        ├── InstanceBusy      HTTP 409 (or 403) operationInProgress: another operation runs on the instance
-        └── TransientApiError HTTP 429 / 5xx / connection errors
+    CdcError                      exit 2
+    ├── PermanentError            the input can never succeed: log at ERROR and acknowledge
+    │   ├── ConfigError           bad configuration (field path, value, what is allowed)
+    │   ├── MessageError          a Pub/Sub message that cannot be processed (reason, message id)
+    │   ├── WindowError           bad or out-of-order time bounds
+    │   ├── TemplateError         a template that cannot render (template name, reason)
+    │   ├── TaskConfigMissing     a queued task names a source or table the config no longer has (task)
+    │   ├── ExportRejected        the Admin API refused the request itself (HTTP 400/403/404)
+    │   └── UsageError            an operator command asked for something impossible (no such task...)
+    └── RetryableError            try again later, with backoff
+        ├── InstanceBusy          HTTP 409 (or 403) operationInProgress: another operation runs on the instance
+        ├── TransientApiError     HTTP 429 / 5xx / connection errors from the Admin API
+        ├── LeaseLost             another worker took the instance lease (ours expired): stop, touch nothing
+        ├── LeaseSuspect          the lease is held by a worker whose heartbeat is stale
+        └── CloudUnavailable      exit 4: Firestore, Cloud Storage or Pub/Sub could not be reached or refused
+            ├── StateUnavailable  Firestore
+            ├── StorageUnavailable Cloud Storage
+            └── PublishFailed     Pub/Sub
 
-Each message ends with a hint on how to fix or what happens next.
+Foreign errors are mapped in one table per service (shared/adapters/*), always `raise ... from exc`.
+Context is kept as attributes (task, instance, window...), and each message ends with a hint.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class CdcError(Exception):
     """Base of every project error."""
 
     hint: str = ""
+    exit_code: int = 2
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         self.detail = message
@@ -35,6 +48,8 @@ class PermanentError(CdcError):
 
 class RetryableError(CdcError):
     """A later attempt may succeed."""
+
+    exit_code = 4
 
 
 class ConfigError(PermanentError):
@@ -72,19 +87,39 @@ class WindowError(PermanentError):
 class TemplateError(PermanentError):
     """A template failed to render or rendered something the export cannot run."""
 
+    hint = "fix the template under templates/ (cdc render shows what it renders)"
+
     def __init__(self, template: str, reason: str, *, hint: str | None = None) -> None:
         self.template = template
         self.reason = reason
         super().__init__(f"template {template!r}: {reason}", hint=hint)
 
 
+class TaskConfigMissing(PermanentError):
+    """A queued task names a source or table the configuration no longer has."""
+
+    hint = "restore it in the config, or leave the task failed"
+
+    def __init__(self, task: str, source: str, table: str | None) -> None:
+        self.task = task
+        self.source = source
+        self.table = table
+        super().__init__(f"task {task} names source {source!r} table {table!r}, absent from the config")
+
+
 class ExportRejected(PermanentError):
     """The Cloud SQL Admin API rejected the request (bad request, unknown instance, no permission)."""
+
+    hint = "the request itself is wrong: check the instance name, the query and the service account's roles"
 
     def __init__(self, status: int, reason: str, message: str) -> None:
         self.status = status
         self.reason = reason
         super().__init__(f"Cloud SQL Admin API answered {status} {reason}: {message}")
+
+
+class UsageError(PermanentError):
+    """An operator asked for something that cannot be done (a task that does not exist, a bad option)."""
 
 
 class InstanceBusy(RetryableError):
@@ -96,6 +131,70 @@ class InstanceBusy(RetryableError):
 class TransientApiError(RetryableError):
     """A failure that usually clears by itself (429, 5xx, connection reset)."""
 
+    hint = "retried with backoff"
+
     def __init__(self, status: int | None, message: str) -> None:
         self.status = status
-        super().__init__(f"transient error {status}: {message}", hint="retried with backoff")
+        super().__init__(f"transient error {status}: {message}")
+
+
+class LeaseLost(RetryableError):
+    """Another worker took the instance lease (ours expired): stop at once, touch nothing more."""
+
+    hint = "the new holder carries the chain"
+
+    def __init__(self, instance: str, holder: str) -> None:
+        self.instance = instance
+        self.holder = holder
+        super().__init__(f"lease on {instance} was taken over from {holder}; stopping")
+
+
+class LeaseSuspect(RetryableError):
+    """The lease is held by a worker whose heartbeat is stale: retry once it has expired."""
+
+    hint = "Pub/Sub redelivers this message; the chain resumes when the stale lease expires"
+
+    def __init__(self, instance: str, holder: str, problem: str) -> None:
+        self.instance = instance
+        self.holder = holder
+        super().__init__(f"lease on {instance} held by {holder} {problem}")
+
+
+class CloudUnavailable(RetryableError):
+    """A Google Cloud service could not be reached, timed out, or refused the credentials."""
+
+    service: str = "Google Cloud"
+    hint = (
+        "check that the service is reachable: locally `make up` and the emulator variables "
+        "(python -m local.stack env); on Google Cloud, Application Default Credentials and the project's roles"
+    )
+
+    def __init__(self, operation: str, cause: BaseException) -> None:
+        self.operation = operation
+        self.cause_type = type(cause).__name__
+        text = " ".join(str(cause).split())[:300]
+        super().__init__(f"{self.service} {operation} failed: {self.cause_type}: {text}")
+
+
+class StateUnavailable(CloudUnavailable):
+    """Firestore could not be reached, or gave up (contention, deadline, permission)."""
+
+    service = "Firestore"
+
+
+class StorageUnavailable(CloudUnavailable):
+    """Cloud Storage could not be reached or refused."""
+
+    service = "Cloud Storage"
+
+
+class PublishFailed(CloudUnavailable):
+    """Pub/Sub did not accept a message in time."""
+
+    service = "Pub/Sub"
+
+
+def context(exc: BaseException) -> dict[str, Any]:
+    """The attributes an error carries, for structured logs (no message text, which is logged apart)."""
+    names = ("task", "instance", "template", "path", "reason", "status", "operation", "holder")
+    return {name: getattr(exc, name) for name in names if getattr(exc, name, None) is not None}

@@ -13,9 +13,9 @@ from typing import Any
 
 import pendulum
 
-from shared.config import SourceConfig
-from shared.state import Task
-from shared.windows import Window
+from shared.core.config import SourceConfig
+from shared.core.tasks import Task
+from shared.core.windows import Window
 
 SCHEMA_COLUMNS = ("table_name", "column_name", "data_type", "ordinal_position", "is_nullable")
 

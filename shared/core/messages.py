@@ -34,9 +34,9 @@ from typing import Any
 
 from pendulum import DateTime
 
-from shared.config import INSTANCE_RE, Config, SourceConfig
-from shared.errors import ConfigError, MessageError, WindowError
-from shared.windows import due_windows, parse_timestamp, require_aware
+from shared.core.config import INSTANCE_RE, Config, SourceConfig
+from shared.core.errors import ConfigError, MessageError, WindowError
+from shared.core.windows import backfill_windows, parse_timestamp, require_aware
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 
@@ -73,7 +73,6 @@ class Work:
     message_id: str
     published: DateTime
     instance: str
-    delivery_attempt: int | None
 
 
 Message = Tick | Backfill | Work
@@ -131,7 +130,7 @@ class _Parser:
         except WindowError as e:
             raise self.fail(f"{name} {value!r} {e.problem}", e.hint or None) from e
 
-    def envelope(self, cloud_event: Any) -> tuple[DateTime, dict[str, Any], int | None]:
+    def envelope(self, cloud_event: Any) -> tuple[DateTime, dict[str, Any]]:
         data = getattr(cloud_event, "data", None)
         message = data.get("message") if isinstance(data, Mapping) else None
         if not isinstance(message, Mapping):
@@ -147,7 +146,7 @@ class _Parser:
         delivery_attempt = data.get("deliveryAttempt")
         if delivery_attempt is not None and (type(delivery_attempt) is not int or delivery_attempt < 1):
             raise self.fail(f"deliveryAttempt {delivery_attempt!r} is not a positive integer")
-        return published, self.payload(message.get("data")), delivery_attempt
+        return published, self.payload(message.get("data"))
 
     def payload(self, encoded: object) -> dict[str, Any]:
         if not isinstance(encoded, str) or not encoded:
@@ -186,19 +185,14 @@ class _Parser:
         clock = self.timestamp(body["at"], "at") if "at" in body else published
         return Tick(message_id=self.message_id or "", published=published, clock=clock)
 
-    def work(self, published: DateTime, body: Mapping[str, Any], delivery_attempt: int | None) -> Work:
+    def work(self, published: DateTime, body: Mapping[str, Any]) -> Work:
         instance = body.get("instance")
         if not isinstance(instance, str) or not INSTANCE_RE.fullmatch(instance):
             raise self.fail(f"instance {instance!r} is not 'project:instance'")
         if instance not in self.config.instances():
             known = ", ".join(self.config.instances())
             raise self.fail(f"instance {instance!r} is not the instance of any configured source (known: {known})")
-        return Work(
-            message_id=self.message_id or "",
-            published=published,
-            instance=instance,
-            delivery_attempt=delivery_attempt,
-        )
+        return Work(message_id=self.message_id or "", published=published, instance=instance)
 
     def backfill_source(self, body: Mapping[str, Any]) -> SourceConfig:
         name = body.get("source")
@@ -235,18 +229,18 @@ class _Parser:
         start = self.timestamp(body["start"], "start")
         end = self.timestamp(body["end"], "end")
         source = self.backfill_source(body)
-        schedule = source.schedule
         try:
-            schedule.windows_between(start, end, limit=self.config.backfill_max_windows)
+            backfill_windows(
+                source.schedule,
+                start,
+                end,
+                clock=published,
+                settle=source.settle,
+                limit=self.config.backfill_max_windows,
+                clock_name="publish time",
+            )
         except WindowError as e:
             raise self.fail(f"backfill {e.detail}", e.hint or None) from e
-        latest = due_windows(schedule, published, source.settle, None, 1).windows[-1]
-        if end > latest.high:
-            raise self.fail(
-                f"backfill end {end.isoformat()} is after the latest settled window {latest} at publish time "
-                f"{published.isoformat()}",
-                "windows after it are exported by the live schedule",
-            )
         return Backfill(
             message_id=self.message_id or "",
             published=published,
@@ -268,9 +262,9 @@ def _event_attributes(cloud_event: Any) -> Mapping[str, Any]:
 def parse_event(cloud_event: Any, config: Config) -> Message:
     """Parse a functions-framework CloudEvent carrying a Pub/Sub push into a Tick, Backfill or Work."""
     parser = _Parser(config)
-    published, body, delivery_attempt = parser.envelope(cloud_event)
+    published, body = parser.envelope(cloud_event)
     if body["kind"] == "tick":
         return parser.tick(published, body)
     if body["kind"] == "work":
-        return parser.work(published, body, delivery_attempt)
+        return parser.work(published, body)
     return parser.backfill(published, body)

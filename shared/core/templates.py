@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import pendulum
 
-from shared.errors import ConfigError, TemplateError
-from shared.windows import Window
+from shared.core.errors import ConfigError, TemplateError
+from shared.core.windows import Window
 
 if TYPE_CHECKING:
-    from shared.config import Config, SourceConfig, TableConfig
+    from shared.core.config import Config, SourceConfig, TableConfig
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 MAX_KEY_BYTES = 1024
 _KEY_RE = re.compile(r"[A-Za-z0-9_.=+-]+(/[A-Za-z0-9_.=+-]+)*")
 _FIRST_WORD_RE = re.compile(r"(?i)(select|with)\b")
@@ -278,17 +278,17 @@ class Templates:
                 )
 
 
-def export_request_body(source: SourceConfig, query: str, uri: str, offload: bool | None = None) -> dict[str, Any]:
+def export_request_body(source: SourceConfig, query: str, uri: str, offload: bool) -> dict[str, Any]:
     """The body of `instances.export` (Cloud SQL Admin API v1 / v1beta4) for one CSV export.
 
-    `offload=None` takes the source's setting. The CSV characters are hex strings as the API wants them.
+    The CSV characters are hex strings as the API wants them.
     """
     return {
         "exportContext": {
             "fileType": "CSV",
             "uri": uri,
             "databases": [source.database],
-            "offload": source.offload if offload is None else offload,
+            "offload": offload,
             "csvExportOptions": {
                 "selectQuery": query,
                 "escapeCharacter": source.csv.escape,

@@ -1,4 +1,5 @@
-"""Every time boundary the project uses: windows, the schedule grid, due windows and backfill splits.
+"""Every time boundary the project uses: windows, the schedule grid, the settle cutoff, due windows, backfill
+splits and lag.
 
 All times are UTC pendulum DateTimes. Windows are half-open: `low` is inside (range_start="closed"), `high`
 is not (range_end="open"). Naive datetimes are rejected everywhere (`require_aware`).
@@ -23,7 +24,7 @@ import pendulum
 from croniter import croniter
 from pendulum import DateTime, Duration
 
-from shared.errors import WindowError
+from shared.core.errors import WindowError
 
 DAY_SECONDS = 86_400
 DURATION_HELP = "a duration such as 30s, 15m, 1h, 1h30m or 1d"
@@ -33,10 +34,21 @@ INTERVAL_HELP = (
 TIMESTAMP_HELP = "an RFC 3339 timestamp with a UTC offset, e.g. 2026-01-01T00:00:00Z"
 
 _DURATION_RE = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+TS_NODASH_FORMAT = "%Y%m%dT%H%M%S"
 
 
 def _iso(t: datetime) -> str:
     return t.isoformat()
+
+
+def ts_nodash(t: datetime) -> str:
+    """`20260101T000000`: how a window's low appears in task ids, object keys and document ids."""
+    return t.strftime(TS_NODASH_FORMAT)
+
+
+def lag_seconds(clock: datetime, watermark: datetime) -> float:
+    """Freshness: how far a table's watermark is behind the clock (never negative)."""
+    return max(0.0, (clock - watermark).total_seconds())
 
 
 def require_aware(t: object, name: str) -> DateTime:
@@ -118,7 +130,7 @@ class Window:
 
     @property
     def ts_nodash(self) -> str:
-        return self.low.strftime("%Y%m%dT%H%M%S")
+        return ts_nodash(self.low)
 
     def contains(self, t: datetime) -> bool:
         return self.low <= require_aware(t, "t") < self.high
@@ -280,6 +292,46 @@ class Schedule:
         )
 
 
+def settled_high(schedule: Schedule, clock: datetime, settle: timedelta) -> DateTime:
+    """The settle cutoff: the end of the latest window that is due at `clock` (high + settle <= clock)."""
+    clock = require_aware(clock, "clock")
+    if settle < timedelta(0):
+        raise WindowError(f"settle {settle} is negative", value=settle, problem="is negative")
+    return schedule.floor(clock - settle)
+
+
+def latest_settled_window(schedule: Schedule, clock: datetime, settle: timedelta) -> Window:
+    """The latest window that is due at `clock`."""
+    high = settled_high(schedule, clock, settle)
+    return Window(schedule.previous_boundary(high), high)
+
+
+def backfill_windows(
+    schedule: Schedule,
+    start: datetime,
+    end: datetime,
+    *,
+    clock: datetime,
+    settle: timedelta,
+    limit: int | None,
+    clock_name: str = "clock",
+) -> tuple[Window, ...]:
+    """The windows a backfill of [start, end) requested at `clock` covers: on the grid, at most `limit`, and
+    ending no later than the latest settled window (later rows may still be arriving: the live schedule
+    exports them)."""
+    windows = schedule.windows_between(start, end, limit=limit)
+    latest = latest_settled_window(schedule, clock, settle)
+    if windows[-1].high > latest.high:
+        raise WindowError(
+            f"end {_iso(end)} is after the latest settled window {latest} at {clock_name} "
+            f"{_iso(require_aware(clock, 'clock'))}",
+            value=end,
+            problem=f"is after the latest settled window {latest}",
+            hint="windows after it are exported by the live schedule",
+        )
+    return windows
+
+
 def due_windows(schedule: Schedule, clock: datetime, settle: timedelta, since: datetime | None, cap: int) -> Due:
     """The windows a tick at `clock` should plan: every window with high + settle <= clock, from `since`
     (the end of what was already planned) on, oldest first, at most `cap`; the rest is `gap`, which later
@@ -288,14 +340,11 @@ def due_windows(schedule: Schedule, clock: datetime, settle: timedelta, since: d
     A `since` that is off the grid (the interval was changed) yields one short first window [since, next
     boundary) so that nothing is skipped and nothing is exported twice.
     """
-    clock = require_aware(clock, "clock")
-    if settle < timedelta(0):
-        raise WindowError(f"settle {settle} is negative", value=settle, problem="is negative")
     if cap < 1:
         raise WindowError(f"cap {cap} is less than 1", value=cap, problem="is less than 1")
-    last_high = schedule.floor(clock - settle)
+    last_high = settled_high(schedule, clock, settle)
     if since is None:
-        return Due(windows=(Window(schedule.previous_boundary(last_high), last_high),), gap=None)
+        return Due(windows=(latest_settled_window(schedule, clock, settle),), gap=None)
     since = require_aware(since, "since")
     if since >= last_high:
         return Due(windows=(), gap=None)

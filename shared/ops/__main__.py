@@ -1,7 +1,7 @@
-"""`python -m shared` runs the `cdc` command line (same as `python -m shared.cli`)."""
+"""`python -m shared.ops` runs the `cdc` command line (same as `python -m shared.ops.cli`)."""
 
 import sys
 
-from shared.cli import main
+from shared.ops.cli import main
 
 sys.exit(main())

@@ -1,6 +1,6 @@
 """`cdc backfill`: check a backfill request exactly as the planner will, publish it, and follow its tasks.
 
-The check runs the planner's own parser (`shared.messages.parse_event`) on the message about to be
+The check runs the planner's own parser (`shared.core.messages.parse_event`) on the message about to be
 published, inside a local Pub/Sub envelope whose publish time is now: every rule (source, tables, grid,
 window cap, end not after the latest settled window) is the same code, so what passes here is planned.
 """
@@ -15,14 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pendulum
-from google.cloud import pubsub_v1
 
-from shared.config import Config
-from shared.messages import Backfill, backfill_message, parse_event
-from shared.state import StateStore, Task, task_id
-
-_PUBLISH_TIMEOUT_SECONDS = 30
-FINISHED = ("done", "failed")
+from shared.app.ports import StateStore
+from shared.core.config import Config
+from shared.core.messages import Backfill, backfill_message, parse_event
+from shared.core.tasks import FINISHED_STATES, Task, window_task_ids
+from shared.core.windows import backfill_windows
 
 
 @dataclass(frozen=True)
@@ -56,17 +54,15 @@ def request_data(
 def task_ids(config: Config, request: Backfill) -> list[str]:
     """The ids of the tasks the planner creates for `request` (a schema task and one per table per window)."""
     source = config.source(request.source)
-    ids = []
-    for window in source.schedule.windows_between(request.start, request.end):
-        ids.extend(task_id(source.name, window.low, table) for table in (None, *request.tables))
-    return ids
-
-
-def publish_ticks(config: Config, data: bytes) -> str:
-    """Publish to the ticks topic (the planner's); returns the message id (the planner's force token)."""
-    publisher = pubsub_v1.PublisherClient()
-    topic = publisher.topic_path(config.project, config.ticks_topic)
-    return publisher.publish(topic, data).result(timeout=_PUBLISH_TIMEOUT_SECONDS)
+    windows = backfill_windows(
+        source.schedule,
+        request.start,
+        request.end,
+        clock=request.published,
+        settle=source.settle,
+        limit=config.backfill_max_windows,
+    )
+    return [tid for window in windows for tid in window_task_ids(source.name, window.low, request.tables)]
 
 
 @dataclass
@@ -97,7 +93,7 @@ def _progress(ids: Sequence[str], tasks: dict[str, Task], force_token: str | Non
         task = tasks.get(tid)
         if task is None or (tid in stale and task.force_token != force_token):
             progress.states["waiting"] += 1  # not planned (or not re-queued) yet
-        elif task.state in FINISHED:
+        elif task.state in FINISHED_STATES:
             progress.states[task.state] += 1
         elif task.state == "pending":
             progress.states["pending"] += 1
@@ -108,7 +104,7 @@ def _progress(ids: Sequence[str], tasks: dict[str, Task], force_token: str | Non
 
 def finished_before(state: StateStore, ids: Sequence[str]) -> set[str]:
     """Tasks already done or failed: a forced backfill re-queues them, so they only count once re-run."""
-    return {tid for tid, task in state.get_tasks(ids).items() if task.state in FINISHED}
+    return {tid for tid, task in state.get_tasks(ids).items() if task.state in FINISHED_STATES}
 
 
 def wait(

@@ -12,7 +12,7 @@ render and plan read the config and templates only; the others read Firestore (t
 publish to Pub/Sub: with the emulator variables set (`python -m local.stack env`) they use the local stack,
 without them the real project through Application Default Credentials.
 
-Configuration: `--config PATH`, else CDC_CONFIG / CDC_CONFIG_FILE (see shared/config.py).
+Configuration: `--config PATH`, else CDC_CONFIG / CDC_CONFIG_FILE (see shared/core/config.py).
 Exit codes: 0 done / healthy; 1 unhealthy (status: a failed task or a table lagging past lag_alert_seconds;
 backfill --wait: a task failed); 2 bad input (argparse usage errors, or one `cdc: error: ...` line for project
 errors); 3 backfill --wait timed out; 4 Google Cloud could not be reached or refused (credentials, network).
@@ -37,18 +37,19 @@ from google.api_core.exceptions import GoogleAPIError
 from google.auth.exceptions import GoogleAuthError
 from pendulum import DateTime
 
-from shared import backfill, report, status
-from shared.clients import Clients
-from shared.config import Config, SourceConfig, load_config
-from shared.errors import CdcError, WindowError
-from shared.retry import retry_failed
-from shared.templates import Templates, export_request_body, export_uri
-from shared.windows import Window, due_windows, parse_timestamp
+from shared.adapters.clients import Clients
+from shared.core.config import Config, SourceConfig
+from shared.core.environment import load_config
+from shared.core.errors import CdcError, CloudUnavailable, UsageError, WindowError
+from shared.core.templates import Templates, export_request_body, export_uri
+from shared.core.windows import Window, due_windows, parse_timestamp
+from shared.ops import backfill, report, status
+from shared.ops.requeue import retry_failed
 
 EXIT_UNHEALTHY = 1
-EXIT_BAD_INPUT = 2
+EXIT_BAD_INPUT = CdcError.exit_code
 EXIT_TIMEOUT = 3
-EXIT_CLOUD = 4
+EXIT_CLOUD = CloudUnavailable.exit_code
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def _pick_source(config: Config, name: str | None) -> SourceConfig:
         return config.source(name)
     if len(config.sources) > 1:
         names = ", ".join(s.name for s in config.sources)
-        raise CdcError(f"the config has several sources ({names})", hint="pick one with --source")
+        raise UsageError(f"the config has several sources ({names})", hint="pick one with --source")
     return config.sources[0]
 
 
@@ -105,7 +106,7 @@ def _add_render(parser: argparse.ArgumentParser) -> None:
 
 def _run_render(args: argparse.Namespace, config: Config) -> int:
     if (args.table is None) == (not args.schema):
-        raise CdcError("give either a TABLE or --schema", hint="see cdc render --help")
+        raise UsageError("give either a TABLE or --schema", hint="see cdc render --help")
     source = _pick_source(config, args.source)
     templates = Templates()
     window = source.schedule.window_at(args.at)
@@ -272,7 +273,7 @@ def _run_backfill(args: argparse.Namespace, config: Config) -> int:
     ids = backfill.task_ids(config, request)
     clients = Clients(config)
     stale = backfill.finished_before(clients.state, ids) if args.wait and request.force else set()
-    message_id = backfill.publish_ticks(config, data)
+    message_id = clients.bus.publish_ticks(data)
     windows = len(ids) // (1 + len(request.tables))
     print(
         f"published backfill {message_id}: source {request.source} [{request.start.isoformat()}, "
@@ -328,13 +329,13 @@ def _add_report(parser: argparse.ArgumentParser) -> None:
 
 def _run_report(args: argparse.Namespace, config: Config) -> int:
     if args.windows < 1:
-        raise CdcError(f"--windows {args.windows} is not a positive number")
+        raise UsageError(f"--windows {args.windows} is not a positive number")
     data = report.collect_report(config, Clients(config).state, windows=args.windows, since=args.since, clock=args.at)
     path = Path(args.html)
     try:
         path.write_text(report.render_html(data), encoding="utf-8")
     except OSError as e:
-        raise CdcError(f"cannot write {path}: {e.strerror}") from e
+        raise UsageError(f"cannot write {path}: {e.strerror}") from e
     cells = sum(len(cells) for t in data.timelines for _, cells in t.rows)
     print(f"wrote {path} ({cells} cells, {len(data.errors)} errors)")
     return 0
@@ -420,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args, load_config(environ))
     except CdcError as e:
         print("cdc: error: " + " ".join(str(e).split()), file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return e.exit_code
     except (GoogleAPIError, GoogleAuthError) as e:
         print("cdc: error: Google Cloud: " + " ".join(str(e).split())[:500], file=sys.stderr)
         return EXIT_CLOUD

@@ -13,9 +13,10 @@ from html import escape
 
 import pendulum
 
-from shared.config import Config, SourceConfig
-from shared.state import StateStore, Task
-from shared.status import SCHEMA_ROW, ErrorSeen, Status, collect_status, human_seconds
+from shared.app.ports import StateStore
+from shared.core.config import Config, SourceConfig
+from shared.core.tasks import Task
+from shared.ops.status import SCHEMA_ROW, ErrorSeen, Status, collect_status, human_seconds
 
 STATES = ("done", "running", "submitting", "pending", "failed", "missing")
 MAX_ERRORS = 20

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shared.clients import Clients
-from shared.errors import CdcError
+from shared.app.ports import Services
+from shared.core.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,7 @@ class RetryResult:
     woken: list[str]
 
 
-def retry_failed(clients: Clients, ids: Sequence[str] | None) -> RetryResult:
+def retry_failed(clients: Services, ids: Sequence[str] | None) -> RetryResult:
     """Re-queue the named failed tasks (all failed tasks when `ids` is None), then publish one work message
     per instance concerned. Naming a task that does not exist or has not failed is an error (nothing is
     re-queued then)."""
@@ -24,10 +24,10 @@ def retry_failed(clients: Clients, ids: Sequence[str] | None) -> RetryResult:
         found = state.get_tasks(ids)
         missing = [i for i in ids if i not in found]
         if missing:
-            raise CdcError(f"no task {', '.join(missing)}", hint="task ids are listed by cdc status and cdc report")
+            raise UsageError(f"no task {', '.join(missing)}", hint="task ids are listed by cdc status and cdc report")
         not_failed = [f"{t.id} is {t.state}" for t in found.values() if t.state != "failed"]
         if not_failed:
-            raise CdcError(f"only failed tasks can be retried: {'; '.join(not_failed)}")
+            raise UsageError(f"only failed tasks can be retried: {'; '.join(not_failed)}")
     requeued = state.requeue_failed(ids)
     tasks = state.get_tasks(requeued)
     woken = sorted({t.instance for t in tasks.values()})

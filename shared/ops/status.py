@@ -14,11 +14,12 @@ from typing import Any
 
 import pendulum
 
-from shared.config import Config
-from shared.state import StateStore, Task, TaskState
+from shared.app.ports import StateStore
+from shared.core.config import Config
+from shared.core.tasks import IN_FLIGHT_STATES, UNFINISHED_OR_FAILED, Task
+from shared.core.windows import lag_seconds
 
 SCHEMA_ROW = "(schema)"
-COUNTED_STATES: tuple[TaskState, ...] = ("pending", "submitting", "running", "failed")
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def _table_status(
     counts = Counter(t.state for t in tasks)
     with_error = [t for t in tasks if t.error]
     last = max(with_error, key=lambda t: (t.update_time is not None, t.update_time or 0, t.id), default=None)
-    lag = max(0.0, (clock - watermark).total_seconds()) if watermark else None
+    lag = lag_seconds(clock, watermark) if watermark else None
     return TableStatus(
         table=name,
         watermark=watermark,
@@ -165,7 +166,7 @@ def _table_status(
 
 
 def _in_flight(tasks: list[Task], now: pendulum.DateTime) -> InFlight | None:
-    active = [t for t in tasks if t.state in ("submitting", "running")]
+    active = [t for t in tasks if t.state in IN_FLIGHT_STATES]
     if not active:
         return None
     task = min(active, key=lambda t: (t.submitted_at or now, t.id))
@@ -179,7 +180,7 @@ def collect_status(config: Config, state: StateStore, *, clock: pendulum.DateTim
     now = pendulum.now("UTC")
     clock = clock or now
     threshold = config.lag_alert_seconds
-    open_tasks = [t for s in COUNTED_STATES for t in state.tasks_in_state(s)]
+    open_tasks = [t for s in UNFINISHED_OR_FAILED for t in state.tasks_in_state(s)]
     watermarks = state.watermarks()
     sources = []
     for source in config.sources:

@@ -13,14 +13,15 @@ import traceback
 from functools import cache
 from typing import Any
 
-from shared import logs
-from shared.clients import Clients
-from shared.config import Config, load_config
-from shared.errors import ConfigError, MessageError, PermanentError, RetryableError
-from shared.messages import Backfill, Tick, Work, parse_event
-from shared.planner import plan_backfill, plan_tick
-from shared.templates import Templates
-from shared.worker import run_work
+from shared.adapters.clients import Clients
+from shared.app.planner import plan_backfill, plan_tick
+from shared.app.worker import run_work
+from shared.core import logs
+from shared.core.config import Config
+from shared.core.environment import load_config
+from shared.core.errors import ConfigError, MessageError, PermanentError, RetryableError, context
+from shared.core.messages import Backfill, Tick, Work, parse_event
+from shared.core.templates import Templates
 
 
 @cache
@@ -102,7 +103,7 @@ def _handle(cloud_event: Any, function: str, dispatch: Any) -> None:
             message_id=event_id,
             error=str(exc),
             error_type=type(exc).__name__,
-            reason=getattr(exc, "reason", None),
+            **context(exc),
         )
     except RetryableError as exc:
         logs.warning(
@@ -111,6 +112,7 @@ def _handle(cloud_event: Any, function: str, dispatch: Any) -> None:
             message_id=event_id,
             error=str(exc),
             error_type=type(exc).__name__,
+            **context(exc),
         )
         raise
     except Exception as exc:

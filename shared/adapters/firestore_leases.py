@@ -1,0 +1,84 @@
+"""Instance leases in Firestore: the rule of shared/app/lease.py applied in a transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+
+from shared.adapters.firestore_tasks import utc
+from shared.app.lease import HANDOVER_HOLDER, Lease, decide_acquire
+
+
+def is_contention(exc: BaseException) -> bool:
+    """Firestore gave up on a transaction because others changed its documents at the same moment: the client
+    raises ValueError("Failed to commit transaction in N attempts") from the last Aborted (by type, not text)."""
+    return isinstance(exc, gexc.Aborted) or (isinstance(exc, ValueError) and isinstance(exc.__cause__, gexc.Aborted))
+
+
+def _lease_of(snap: Any) -> Lease:
+    doc = snap.to_dict()
+    return Lease(False, doc["holder"], utc(doc["expires"]), utc(doc["heartbeat"]), int(doc.get("takeovers") or 0))
+
+
+class FirestoreLeases:
+    """The `leases` collection: one document per instance."""
+
+    client: firestore.Client
+    _leases: Any
+
+    def acquire_lease(self, instance: str, holder: str, ttl: float, now: pendulum.DateTime) -> Lease:
+        """Take the instance's lease if it is free, expired, or already ours."""
+        ref = self._leases.document(instance)
+
+        @firestore.transactional
+        def acquire(transaction: Any) -> Lease:
+            snap = ref.get(transaction=transaction)
+            lease = decide_acquire(_lease_of(snap) if snap.exists else None, holder, ttl, now)
+            if lease.acquired:
+                doc = {"holder": holder, "expires": lease.expires, "heartbeat": now, "takeovers": lease.takeovers}
+                transaction.set(ref, doc)
+            return lease
+
+        try:
+            return acquire(self.client.transaction())
+        except Exception as exc:
+            # Firestore gave up on the transaction: other workers changed the lease at the same moment
+            # (duplicates racing for an expired lease). It is not ours: answer with whoever holds it now.
+            if not is_contention(exc):
+                raise
+            return self.get_lease(instance) or Lease(False, "", now, now)
+
+    def renew_lease(self, instance: str, holder: str, ttl: float, now: pendulum.DateTime) -> bool:
+        """Extend our lease; False if it is no longer ours (we must stop)."""
+        lease = self.acquire_lease(instance, holder, ttl, now)
+        return lease.acquired
+
+    def release_lease(self, instance: str, holder: str) -> None:
+        ref = self._leases.document(instance)
+
+        @firestore.transactional
+        def release(transaction: Any) -> None:
+            snap = ref.get(transaction=transaction)
+            if snap.exists and snap.get("holder") == holder:
+                transaction.delete(ref)
+
+        release(self.client.transaction())
+
+    def hand_over_lease(self, instance: str, holder: str, now: pendulum.DateTime) -> None:
+        """Give up our lease for a fresh work message to take at once, keeping the takeover count."""
+        ref = self._leases.document(instance)
+
+        @firestore.transactional
+        def hand_over(transaction: Any) -> None:
+            snap = ref.get(transaction=transaction)
+            if snap.exists and snap.get("holder") == holder:
+                transaction.update(ref, {"holder": HANDOVER_HOLDER, "expires": now})
+
+        hand_over(self.client.transaction())
+
+    def get_lease(self, instance: str) -> Lease | None:
+        snap = self._leases.document(instance).get()
+        return _lease_of(snap) if snap.exists else None

@@ -1,0 +1,230 @@
+"""The task queue in Firestore: planning (idempotent creates, forced re-queues), reads, and the worker's
+transitions, each conditional on the document's update time (one round trip; a concurrent change, such as a
+forced backfill, makes the write fail instead of being lost)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+import pendulum
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.base_query import FieldFilter
+
+from shared.core.tasks import FINISHED_STATES, OPEN_STATES, CreateResult, Task, TaskState, next_generation
+from shared.core.windows import ts_nodash
+
+BATCH_SIZE = 400
+"""Tasks per batched commit (Firestore allows 500 writes per commit)."""
+_TIMESTAMP_FIELDS = ("low", "high", "not_before", "created_at", "submitted_at", "done_at")
+
+
+def utc(value: datetime | None) -> pendulum.DateTime | None:
+    """Firestore timestamps (aware datetimes) as UTC pendulum DateTimes."""
+    return None if value is None else pendulum.instance(value).in_timezone("UTC")
+
+
+def task_to_doc(task: Task) -> dict[str, Any]:
+    doc = asdict(task)
+    doc.pop("update_time")
+    doc.update(kind=task.kind, order_key=task.order_key, window=ts_nodash(task.low))
+    if doc["created_at"] is None:
+        doc["created_at"] = firestore.SERVER_TIMESTAMP
+    return doc
+
+
+def task_from_snapshot(snap: Any) -> Task:
+    doc = snap.to_dict()
+    names = {f for f in Task.__dataclass_fields__ if f != "update_time"}
+    values = {k: v for k, v in doc.items() if k in names}
+    for key in _TIMESTAMP_FIELDS:
+        values[key] = utc(values.get(key))
+    return Task(**values, update_time=snap.update_time)
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class FirestoreTasks:
+    """The `tasks` collection."""
+
+    client: firestore.Client
+    _tasks: Any
+
+    def create_tasks(self, tasks: Sequence[Task], *, force_token: str | None = None) -> CreateResult:
+        """Create the tasks that do not exist yet; with `force_token`, re-queue finished ones once.
+
+        Re-queuing bumps the generation, so the forced export writes to a new object. The token (the
+        backfill message id) is stored on the task: a redelivered forced backfill changes nothing.
+        """
+        created = forced = existing = 0
+        for chunk in _chunks(tasks, BATCH_SIZE):
+            refs = [self._tasks.document(t.id) for t in chunk]
+            snaps = {s.id: s for s in self.client.get_all(refs) if s.exists}
+            batch = self.client.batch()
+            missing = [(t, r) for t, r in zip(chunk, refs, strict=True) if t.id not in snaps]
+            for task, ref in missing:
+                # A task created by a forced backfill carries its token too: the redelivered request
+                # must not force it again.
+                batch.create(ref, {**task_to_doc(task), "force_token": force_token or task.force_token})
+            if missing:
+                self._commit_tolerating_races(batch, missing, force_token)
+            created += len(missing)
+            existing += len(snaps)
+            if force_token:
+                forced += sum(self._force(snaps[t.id], force_token, t) for t in chunk if t.id in snaps)
+        return CreateResult(created=created, forced=forced, existing=existing)
+
+    def _force(self, snap: Any, token: str, requested: Task) -> bool:
+        current = task_from_snapshot(snap)
+        if current.force_token == token or current.state not in FINISHED_STATES:
+            return False
+        try:
+            snap.reference.update(
+                {
+                    "state": "pending",
+                    "generation": next_generation(current),
+                    "attempts": 0,
+                    "not_before": None,
+                    "operation": None,
+                    "uri": None,
+                    "error": None,
+                    "finalized": False,
+                    "force_token": token,
+                    "offload": requested.offload,
+                    "updated_at": firestore.SERVER_TIMESTAMP,
+                },
+                option=self.client.write_option(last_update_time=snap.update_time),
+            )
+        except gexc.FailedPrecondition:
+            return False
+        return True
+
+    def _commit_tolerating_races(
+        self, batch: Any, missing: Sequence[tuple[Task, Any]], force_token: str | None
+    ) -> None:
+        """Commit a batch of creates; if another planner raced us, create the rest one by one."""
+        try:
+            batch.commit()
+        except (gexc.AlreadyExists, gexc.Conflict):
+            for task, ref in missing:
+                try:
+                    ref.create({**task_to_doc(task), "force_token": force_token or task.force_token})
+                except (gexc.AlreadyExists, gexc.Conflict):
+                    continue
+
+    def get_tasks(self, ids: Iterable[str]) -> dict[str, Task]:
+        refs = [self._tasks.document(i) for i in ids]
+        return {s.id: task_from_snapshot(s) for s in self.client.get_all(refs) if s.exists}
+
+    def get_task(self, tid: str) -> Task | None:
+        snap = self._tasks.document(tid).get()
+        return task_from_snapshot(snap) if snap.exists else None
+
+    def _query(self, **equals: Any) -> Any:
+        query = self._tasks
+        for name, value in equals.items():
+            query = query.where(filter=FieldFilter(name, "==", value))
+        return query
+
+    def next_pending(self, instance: str, limit: int = 20) -> list[Task]:
+        """The instance's pending tasks in queue order (callers check `not_before`)."""
+        query = self._query(instance=instance, state="pending").order_by("order_key").limit(limit)
+        return [task_from_snapshot(s) for s in query.stream()]
+
+    def tasks_in_state(self, state: TaskState, *, instance: str | None = None) -> list[Task]:
+        query = self._query(state=state) if instance is None else self._query(instance=instance, state=state)
+        return [task_from_snapshot(s) for s in query.stream()]
+
+    def unfinalized(self, instance: str) -> list[Task]:
+        """Tasks whose export is done but whose watermark/manifest bookkeeping may not have run."""
+        query = self._query(instance=instance, state="done", finalized=False)
+        return [task_from_snapshot(s) for s in query.stream()]
+
+    def has_open_tasks(self, instance: str) -> bool:
+        return any(next(iter(self._query(instance=instance, state=s).limit(1).stream()), None) for s in OPEN_STATES)
+
+    def tasks_from(self, low: pendulum.DateTime) -> list[Task]:
+        """Tasks whose window starts at or after `low` (a single-field range: no composite index needed)."""
+        query = self._tasks.where(filter=FieldFilter("low", ">=", low))
+        return [task_from_snapshot(s) for s in query.stream()]
+
+    def all_tasks(self, *, source: str | None = None) -> list[Task]:
+        query = self._tasks if source is None else self._query(source=source)
+        return [task_from_snapshot(s) for s in query.stream()]
+
+    def _transition(self, task: Task, changes: dict[str, Any]) -> Task | None:
+        """Apply `changes` if nobody else changed the task since it was read; None if somebody did."""
+        ref = self._tasks.document(task.id)
+        try:
+            result = ref.update(
+                {**changes, "updated_at": firestore.SERVER_TIMESTAMP},
+                option=self.client.write_option(last_update_time=task.update_time),
+            )
+        except (gexc.FailedPrecondition, gexc.NotFound):
+            return None
+        values = {k: v for k, v in changes.items() if k in Task.__dataclass_fields__}
+        fields = {**asdict(task), **values, "update_time": result.update_time}
+        return Task(**fields)
+
+    def claim(self, task: Task, *, uri: str, generation: int, now: pendulum.DateTime) -> Task | None:
+        """pending -> submitting: reserve the export uri before the API call (crash recovery finds it)."""
+        return self._transition(
+            task,
+            {
+                "state": "submitting",
+                "uri": uri,
+                "generation": generation,
+                "attempts": task.attempts + 1,
+                "operation": None,
+                "submitted_at": now,
+            },
+        )
+
+    def mark_running(self, task: Task, operation: str) -> Task | None:
+        return self._transition(task, {"state": "running", "operation": operation})
+
+    def mark_done(self, task: Task, now: pendulum.DateTime) -> Task | None:
+        return self._transition(task, {"state": "done", "done_at": now, "finalized": False, "error": None})
+
+    def mark_retry(
+        self, task: Task, *, error: dict[str, Any] | None, not_before: pendulum.DateTime, generation: int
+    ) -> Task | None:
+        return self._transition(
+            task,
+            {
+                "state": "pending",
+                "error": error,
+                "not_before": not_before,
+                "generation": generation,
+                "operation": None,
+            },
+        )
+
+    def mark_failed(self, task: Task, error: dict[str, Any]) -> Task | None:
+        return self._transition(task, {"state": "failed", "error": error})
+
+    def mark_finalized(self, task: Task) -> None:
+        self._tasks.document(task.id).update({"finalized": True})
+
+    def requeue_failed(self, ids: Iterable[str] | None = None) -> list[str]:
+        """failed -> pending (attempts reset); returns the ids re-queued. Used by operators."""
+        tasks = self.get_tasks(ids).values() if ids is not None else self.tasks_in_state("failed")
+        requeued = []
+        for task in tasks:
+            if task.state != "failed":
+                continue
+            changes = {
+                "state": "pending",
+                "attempts": 0,
+                "not_before": None,
+                "generation": next_generation(task),
+            }
+            if self._transition(task, changes) is not None:
+                requeued.append(task.id)
+        return requeued

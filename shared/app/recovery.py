@@ -1,0 +1,52 @@
+"""Finishing what a crashed predecessor left, before the chain moves on: bookkeeping of exports that were done,
+then the export still in flight (found through operations.list by its uri if its operation name was never
+saved). Never resubmits blindly: if the listing fails, the invocation fails and Pub/Sub redelivers it."""
+
+from __future__ import annotations
+
+from shared.app.bookkeeping import finalize
+from shared.app.chain import Chain
+from shared.app.requests import prepare
+from shared.core.errors import PermanentError
+from shared.core.tasks import IN_FLIGHT_STATES, Task
+
+
+def recover(chain: Chain) -> Task | None:
+    """Returns the task whose export is in flight, for the chain to poll, if any."""
+    state = chain.state
+    for task in state.unfinalized(chain.instance):
+        finalize(chain.services, chain.templates, task)
+        chain.stats.recovered += 1
+    in_flight = sorted(
+        (t for s in IN_FLIGHT_STATES for t in state.tasks_in_state(s, instance=chain.instance)),
+        key=lambda t: t.order_key,
+    )
+    current = None
+    for task in in_flight:
+        chain.stats.recovered += 1
+        resumed = _resume(chain, task)
+        if resumed is None:
+            continue
+        operation = chain.read_operation(resumed)
+        if operation is not None and operation.done:
+            if (successor := chain.complete(resumed, operation, None)) is not None:
+                current = successor
+        else:
+            current = resumed
+    return current
+
+
+def _resume(chain: Chain, task: Task) -> Task | None:
+    """The in-flight task with its operation name; a `submitting` task whose export cannot be found is
+    submitted (it was never sent), and one that can no longer render fails instead of killing the chain."""
+    if task.operation is not None:
+        return task
+    adopted = chain.find_operation(task.uri, must_know=True)
+    if adopted is not None:
+        return chain.state.mark_running(task, adopted.name)
+    try:
+        body = prepare(chain.config, chain.templates, task).body
+    except PermanentError as exc:
+        chain.fail_permanently(task, exc)
+        return None
+    return chain.submit(task, body)

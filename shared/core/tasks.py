@@ -1,0 +1,177 @@
+"""Tasks: one export of one table (or the schema) for one window, their states, ids, order and generations.
+
+States and the moves between them (the state store applies them; only the chain and requeue ask for them):
+
+    pending --claim--> submitting --export answered--> running --DONE--> done
+       ^                   |                              |
+       +---- retry --------+------------------------------+  (attempts left; a new generation if an object
+       |                                                      was left behind)
+       +---- requeue / force ---- failed | done               (operators; always a new generation)
+
+A task is `finalized` once its watermark and manifest bookkeeping ran after it became done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pendulum
+
+from shared.core.config import SourceConfig
+from shared.core.windows import Window, ts_nodash
+
+TaskState = Literal["pending", "submitting", "running", "done", "failed"]
+TaskKind = Literal["schema", "table"]
+
+OPEN_STATES: tuple[TaskState, ...] = ("pending", "submitting", "running")
+"""Not finished: the chain still owes work on these."""
+IN_FLIGHT_STATES: tuple[TaskState, ...] = ("submitting", "running")
+"""An export was (or is being) submitted for these."""
+FINISHED_STATES: tuple[TaskState, ...] = ("done", "failed")
+"""Nothing more happens to these unless an operator re-queues or forces them."""
+UNFINISHED_OR_FAILED: tuple[TaskState, ...] = (*OPEN_STATES, "failed")
+"""What `cdc status` counts: everything that is not done."""
+
+LIVE_PRIORITY = 0
+BACKFILL_PRIORITY = 1
+
+
+def task_id(source: str, window_low: pendulum.DateTime, table: str | None) -> str:
+    """Deterministic task id; `table` None is the window's schema task."""
+    ts = ts_nodash(window_low)
+    return f"{source}.{ts}.schema" if table is None else f"{source}.{ts}.table.{table}"
+
+
+def window_task_ids(source: str, window_low: pendulum.DateTime, tables: Iterable[str]) -> list[str]:
+    """The ids of one window's tasks: the schema task first, then one per table."""
+    return [task_id(source, window_low, None), *(task_id(source, window_low, t) for t in tables)]
+
+
+@dataclass
+class Task:
+    """One export of one table (or the schema) for one window of one source.
+
+    `update_time` is the state store's version of the document (Firestore's update time): every transition
+    is conditional on it, so a concurrent change makes the transition fail instead of being lost.
+    """
+
+    source: str
+    instance: str
+    database: str
+    table: str | None
+    low: pendulum.DateTime
+    high: pendulum.DateTime
+    priority: int = LIVE_PRIORITY
+    state: TaskState = "pending"
+    backfill: bool = False
+    offload: bool = False
+    attempts: int = 0
+    generation: int = 1
+    not_before: pendulum.DateTime | None = None
+    operation: str | None = None
+    uri: str | None = None
+    error: dict[str, Any] | None = None
+    force_token: str | None = None
+    finalized: bool = False
+    created_at: pendulum.DateTime | None = None
+    submitted_at: pendulum.DateTime | None = None
+    done_at: pendulum.DateTime | None = None
+    update_time: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def id(self) -> str:
+        return task_id(self.source, self.low, self.table)
+
+    @property
+    def kind(self) -> TaskKind:
+        return "schema" if self.table is None else "table"
+
+    @property
+    def window(self) -> Window:
+        return Window(self.low, self.high)
+
+    @property
+    def order_key(self) -> str:
+        """Priority first (live before backfill), then oldest window, then the schema before tables."""
+        table_part = "0" if self.table is None else f"1{self.table}"
+        return f"{self.priority}|{ts_nodash(self.low)}|{self.source}|{table_part}"
+
+    def ready(self, now: pendulum.DateTime) -> bool:
+        """Whether a pending task's retry backoff has passed."""
+        return self.not_before is None or self.not_before <= now
+
+    def log_fields(self) -> dict[str, Any]:
+        """How a task appears in the logs: enough to find it, its instance, window and object."""
+        return {
+            "task": self.id,
+            "instance": self.instance,
+            "operation": self.operation,
+            "uri": self.uri,
+            "window_low": self.low,
+            "window_high": self.high,
+        }
+
+
+def window_tasks(
+    source: SourceConfig,
+    windows: Iterable[Window],
+    *,
+    priority: int,
+    offload: bool,
+    tables: Iterable[str] | None = None,
+) -> list[Task]:
+    """One schema task plus one task per table (default: all of the source's) for each window, in queue order."""
+    names = list(tables) if tables else list(source.table_names)
+    return [
+        Task(
+            source=source.name,
+            instance=source.instance,
+            database=source.database,
+            table=table,
+            low=window.low,
+            high=window.high,
+            priority=priority,
+            backfill=priority == BACKFILL_PRIORITY,
+            offload=offload,
+        )
+        for window in windows
+        for table in [None, *names]
+    ]
+
+
+def next_generation(task: Task) -> int:
+    """The generation of a re-export (retry after a failure that left an object, requeue, force): the export
+    API refuses to overwrite, so every re-export writes a new object name."""
+    return task.generation + 1
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    """What planning a batch of tasks did: newly created, re-queued by a force, already there."""
+
+    created: int
+    forced: int
+    existing: int
+
+
+WATERMARK_WALK_LIMIT = 500
+"""Most windows one watermark advance crosses (the rest on the next)."""
+
+
+def walk_watermark(
+    source: str,
+    table: str,
+    start: pendulum.DateTime,
+    read: Callable[[str], tuple[TaskState, pendulum.DateTime] | None],
+) -> pendulum.DateTime:
+    """Where a table's watermark moves from `start`: across every consecutive done window, stopping at the first
+    window whose task is missing or not done. `read(task id)` gives that task's (state, high), or None."""
+    value = start
+    for _ in range(WATERMARK_WALK_LIMIT):
+        found = read(task_id(source, value, table))
+        if found is None or found[0] != "done":
+            break
+        value = found[1]
+    return value

@@ -1,0 +1,203 @@
+"""A fake Cloud SQL Admin API (follows shared.app.ports.AdminApi) on a fake clock, plus the bucket it writes to.
+
+It answers as the real API does (and as local/sqladmin_emulator does over HTTP), in the project's error types
+the real adapter maps to:
+- one operation per instance: `export` while another operation is not DONE raises InstanceBusy (HTTP 409
+  operationInProgress);
+- an export to an object that already exists is accepted, and its operation ends DONE with an error
+  (ALREADY_EXISTS): the API refuses to overwrite;
+- a failed operation is DONE with `error.errors[{code, message}]`; an unknown operation name is HTTP 404
+  operationDoesNotExist (ExportRejected);
+- operations are listed newest first.
+Fault knobs: `fail_next` (optionally leaving the object behind, as an operation that wrote its file and then
+failed), `busy_for` (a foreign operation such as a backup), `transient` (5xx answers), `forget` (an operation
+whose name stops resolving).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pendulum
+
+from shared.core.errors import ExportRejected, InstanceBusy, TransientApiError
+from shared.core.operations import Operation
+from shared.testing.clock import FakeClock
+
+
+class InMemoryObjects:
+    """The export bucket as a dict of key -> bytes (follows shared.app.ports.ObjectStore)."""
+
+    def __init__(self, bucket: str) -> None:
+        self.bucket_name = bucket
+        self.data: dict[str, bytes] = {}
+        self.json_writes: list[str] = []
+
+    def exists(self, key: str) -> bool:
+        return key in self.data
+
+    def size(self, key: str) -> int | None:
+        return len(self.data[key]) if key in self.data else None
+
+    def download(self, key: str) -> bytes:
+        return self.data[key]
+
+    def write_json(self, key: str, document: dict[str, Any]) -> None:
+        import json
+
+        self.data[key] = json.dumps(document, sort_keys=True, default=str).encode()
+        self.json_writes.append(key)
+
+    def key_of(self, uri: str) -> str:
+        prefix = f"gs://{self.bucket_name}/"
+        if not uri.startswith(prefix):
+            raise KeyError(f"{uri} is not in bucket {self.bucket_name}")
+        return uri[len(prefix) :]
+
+
+@dataclass
+class _FakeOperation:
+    name: str
+    instance: str
+    uri: str | None
+    inserted: float
+    duration: float
+    kind: str = "EXPORT"
+    error: tuple[str, str] | None = None
+    leave_object: bool = False
+    content: bytes = b""
+    finished: bool = False
+    forgotten: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Failure:
+    code: str
+    message: str
+    leave_object: bool
+
+
+class FakeAdminApi:
+    """Operations run on the fake clock: PENDING, then RUNNING, then DONE after `duration` seconds."""
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        objects: InMemoryObjects,
+        *,
+        duration: float = 2.0,
+        content: Callable[[dict[str, Any]], bytes] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.objects = objects
+        self.duration = duration
+        self._content = content or (lambda body: b"1,a\n")
+        self._ids = itertools.count(1)
+        self._operations: dict[str, _FakeOperation] = {}
+        self._failures: list[_Failure] = []
+        self._transient = 0
+        self.calls: list[str] = []
+        self.exported: list[str] = []
+        """The uri of every export the API accepted, in order."""
+        self.overwrite_attempts = 0
+
+    # ---- fault knobs ------------------------------------------------------------------------------
+
+    def fail_next(self, code: str = "INTERNAL_ERROR", message: str = "injected", *, leave_object: bool = False) -> None:
+        """The next export's operation ends DONE with this error (after writing its object if `leave_object`)."""
+        self._failures.append(_Failure(code, message, leave_object))
+
+    def busy_for(self, instance: str, seconds: float, kind: str = "BACKUP_VOLUME") -> str:
+        """A foreign operation that holds the instance ("project:instance") for `seconds`."""
+        return self._start(instance.split(":", 1)[1], None, seconds, kind=kind).name
+
+    def transient(self, answers: int) -> None:
+        """The next `answers` calls fail with HTTP 503."""
+        self._transient = answers
+
+    def forget(self, name: str) -> None:
+        """The operation's name stops resolving (operations.get answers 404)."""
+        self._operations[name].forgotten = True
+
+    # ---- the API ----------------------------------------------------------------------------------
+
+    def export(self, project: str, instance: str, body: dict[str, Any]) -> Operation:
+        self._call("export")
+        self._advance()
+        if any(op.instance == instance and not op.finished for op in self._operations.values()):
+            raise InstanceBusy(
+                "instance busy (409 operationInProgress): Operation failed because another operation was already "
+                "in progress."
+            )
+        uri = body["exportContext"]["uri"]
+        op = self._start(instance, uri, self.duration, content=self._content(body))
+        self.exported.append(uri)
+        if self._failures:
+            failure = self._failures.pop(0)
+            op.error, op.leave_object = (failure.code, failure.message), failure.leave_object
+        return self._resource(op)
+
+    def get_operation(self, project: str, name: str) -> Operation:
+        self._call("get")
+        self._advance()
+        op = self._operations.get(name)
+        if op is None or op.forgotten:
+            raise ExportRejected(404, "operationDoesNotExist", f"The Cloud SQL operation {name!r} does not exist.")
+        return self._resource(op)
+
+    def list_operations(self, project: str, instance: str, max_results: int = 100) -> list[Operation]:
+        self._call("list")
+        self._advance()
+        ops = [op for op in self._operations.values() if op.instance == instance and not op.forgotten]
+        ops.sort(key=lambda op: op.inserted, reverse=True)
+        return [self._resource(op) for op in ops[:max_results]]
+
+    # ---- inside -----------------------------------------------------------------------------------
+
+    def _call(self, method: str) -> None:
+        self.calls.append(method)
+        if self._transient > 0:
+            self._transient -= 1
+            raise TransientApiError(503, "The service is currently unavailable.")
+
+    def _start(self, instance: str, uri: str | None, duration: float, **fields: Any) -> _FakeOperation:
+        name = f"op-{next(self._ids):06d}"
+        op = _FakeOperation(name, instance, uri, self.clock.monotonic(), duration, **fields)
+        self._operations[name] = op
+        return op
+
+    def _advance(self) -> None:
+        """Finish every operation whose time has come: write its object, or refuse to overwrite."""
+        now = self.clock.monotonic()
+        for op in self._operations.values():
+            if op.finished or now < op.inserted + op.duration:
+                continue
+            op.finished = True
+            if op.uri is None:
+                continue
+            key = self.objects.key_of(op.uri)
+            if self.objects.exists(key):
+                self.overwrite_attempts += 1
+                op.error = ("ALREADY_EXISTS", f"The object {op.uri} already exists.")
+            elif op.error is None or op.leave_object:
+                self.objects.data[key] = op.content
+
+    def _resource(self, op: _FakeOperation) -> Operation:
+        elapsed = self.clock.monotonic() - op.inserted
+        status = "DONE" if op.finished else ("PENDING" if elapsed < min(0.1, op.duration / 2) else "RUNNING")
+        error = op.error if op.finished else None
+        inserted = pendulum.from_timestamp(0).add(seconds=op.inserted).isoformat()
+        return Operation(
+            name=op.name,
+            status=status,
+            uri=op.uri,
+            error_code=error[0] if error else None,
+            error_message=error[1] if error else None,
+            insert_time=inserted,
+            start_time=None,
+            end_time=None,
+        )

@@ -1,0 +1,242 @@
+"""An in-memory state store that follows shared.app.ports.StateStore as Firestore does for the pipeline.
+
+Faithful where the chain depends on it: every task transition is conditional on the task's `update_time`
+(a version that moves on every write, like Firestore's update time), creates never overwrite, a forced
+re-queue happens once per token, watermarks walk with the same rule (core/tasks.walk_watermark) and never move
+back, cursors only move forward, and leases follow shared/app/lease.decide_acquire atomically.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import pendulum
+
+from shared.app.lease import HANDOVER_HOLDER, Lease, decide_acquire
+from shared.core.tasks import (
+    FINISHED_STATES,
+    OPEN_STATES,
+    CreateResult,
+    Task,
+    TaskState,
+    next_generation,
+    walk_watermark,
+)
+from shared.core.windows import Window, ts_nodash
+
+
+class InMemoryState:
+    """The pipeline's state in dictionaries, safe to share between threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._versions = itertools.count(1)
+        self.tasks: dict[str, Task] = {}
+        self.watermark_values: dict[tuple[str, str], pendulum.DateTime] = {}
+        self.watermark_log: list[dict[str, Any]] = []
+        self.cursors: dict[str, pendulum.DateTime] = {}
+        self.leases: dict[str, Lease] = {}
+        self.manifest_docs: dict[str, dict[str, Any]] = {}
+        self.writes = 0
+
+    def _store(self, task: Task) -> Task:
+        stored = replace(task, update_time=next(self._versions))
+        self.tasks[task.id] = stored
+        self.writes += 1
+        return replace(stored)
+
+    # ---- tasks: planning and reading ---------------------------------------------------------------
+
+    def create_tasks(self, tasks: Sequence[Task], *, force_token: str | None = None) -> CreateResult:
+        created = forced = existing = 0
+        with self._lock:
+            for task in tasks:
+                current = self.tasks.get(task.id)
+                if current is None:
+                    self._store(replace(task, force_token=force_token or task.force_token))
+                    created += 1
+                    continue
+                existing += 1
+                if force_token and current.force_token != force_token and current.state in FINISHED_STATES:
+                    self._store(
+                        replace(
+                            current,
+                            state="pending",
+                            generation=next_generation(current),
+                            attempts=0,
+                            not_before=None,
+                            operation=None,
+                            uri=None,
+                            error=None,
+                            finalized=False,
+                            force_token=force_token,
+                            offload=task.offload,
+                        )
+                    )
+                    forced += 1
+        return CreateResult(created=created, forced=forced, existing=existing)
+
+    def get_tasks(self, ids: Iterable[str]) -> dict[str, Task]:
+        with self._lock:
+            return {i: replace(self.tasks[i]) for i in ids if i in self.tasks}
+
+    def get_task(self, tid: str) -> Task | None:
+        return self.get_tasks([tid]).get(tid)
+
+    def _select(self, **equals: Any) -> list[Task]:
+        with self._lock:
+            return [replace(t) for t in self.tasks.values() if all(getattr(t, k) == v for k, v in equals.items())]
+
+    def next_pending(self, instance: str, limit: int = 20) -> list[Task]:
+        return sorted(self._select(instance=instance, state="pending"), key=lambda t: t.order_key)[:limit]
+
+    def tasks_in_state(self, state: TaskState, *, instance: str | None = None) -> list[Task]:
+        return self._select(state=state) if instance is None else self._select(instance=instance, state=state)
+
+    def unfinalized(self, instance: str) -> list[Task]:
+        return self._select(instance=instance, state="done", finalized=False)
+
+    def has_open_tasks(self, instance: str) -> bool:
+        return any(self._select(instance=instance, state=s) for s in OPEN_STATES)
+
+    def tasks_from(self, low: pendulum.DateTime) -> list[Task]:
+        return [t for t in self._select() if t.low >= low]
+
+    def all_tasks(self, *, source: str | None = None) -> list[Task]:
+        return self._select() if source is None else self._select(source=source)
+
+    # ---- tasks: transitions -----------------------------------------------------------------------
+
+    def _transition(self, task: Task, **changes: Any) -> Task | None:
+        with self._lock:
+            current = self.tasks.get(task.id)
+            if current is None or current.update_time != task.update_time:
+                return None
+            return self._store(replace(current, **changes))
+
+    def claim(self, task: Task, *, uri: str, generation: int, now: pendulum.DateTime) -> Task | None:
+        return self._transition(
+            task,
+            state="submitting",
+            uri=uri,
+            generation=generation,
+            attempts=task.attempts + 1,
+            operation=None,
+            submitted_at=now,
+        )
+
+    def mark_running(self, task: Task, operation: str) -> Task | None:
+        return self._transition(task, state="running", operation=operation)
+
+    def mark_done(self, task: Task, now: pendulum.DateTime) -> Task | None:
+        return self._transition(task, state="done", done_at=now, finalized=False, error=None)
+
+    def mark_retry(
+        self, task: Task, *, error: dict[str, Any] | None, not_before: pendulum.DateTime, generation: int
+    ) -> Task | None:
+        return self._transition(
+            task, state="pending", error=error, not_before=not_before, generation=generation, operation=None
+        )
+
+    def mark_failed(self, task: Task, error: dict[str, Any]) -> Task | None:
+        return self._transition(task, state="failed", error=error)
+
+    def mark_finalized(self, task: Task) -> None:
+        with self._lock:
+            if task.id in self.tasks:
+                self._store(replace(self.tasks[task.id], finalized=True))
+
+    def requeue_failed(self, ids: Iterable[str] | None = None) -> list[str]:
+        tasks = self.get_tasks(ids).values() if ids is not None else self.tasks_in_state("failed")
+        requeued = []
+        for task in tasks:
+            if task.state != "failed":
+                continue
+            changes = {"state": "pending", "attempts": 0, "not_before": None, "generation": next_generation(task)}
+            if self._transition(task, **changes) is not None:
+                requeued.append(task.id)
+        return requeued
+
+    # ---- watermarks and cursors -------------------------------------------------------------------
+
+    def init_watermark(self, source: str, table: str, value: pendulum.DateTime) -> bool:
+        with self._lock:
+            if (source, table) in self.watermark_values:
+                return False
+            self.watermark_values[(source, table)] = value
+            return True
+
+    def get_watermark(self, source: str, table: str) -> pendulum.DateTime | None:
+        return self.watermark_values.get((source, table))
+
+    def watermarks(self) -> dict[tuple[str, str], pendulum.DateTime]:
+        return dict(self.watermark_values)
+
+    def advance_watermark(
+        self, source: str, table: str, now: pendulum.DateTime
+    ) -> tuple[pendulum.DateTime, pendulum.DateTime] | None:
+        with self._lock:
+            start = self.watermark_values.get((source, table))
+            if start is None:
+                return None
+
+            def read(tid: str) -> tuple[TaskState, pendulum.DateTime] | None:
+                task = self.tasks.get(tid)
+                return (task.state, task.high) if task is not None else None
+
+            value = walk_watermark(source, table, start, read)
+            if value <= start:
+                return None
+            self.watermark_values[(source, table)] = value
+            self.watermark_log.append({"source": source, "table": table, "from": start, "to": value, "at": now})
+            return start, value
+
+    def watermark_history(self) -> list[dict[str, Any]]:
+        return sorted(self.watermark_log, key=lambda e: (e["source"], e["table"], e["at"], e["to"]))
+
+    def get_cursor(self, source: str) -> pendulum.DateTime | None:
+        return self.cursors.get(source)
+
+    def advance_cursor(self, source: str, planned_through: pendulum.DateTime) -> None:
+        with self._lock:
+            current = self.cursors.get(source)
+            if current is None or planned_through > current:
+                self.cursors[source] = planned_through
+
+    # ---- leases -----------------------------------------------------------------------------------
+
+    def acquire_lease(self, instance: str, holder: str, ttl: float, now: pendulum.DateTime) -> Lease:
+        with self._lock:
+            lease = decide_acquire(self.leases.get(instance), holder, ttl, now)
+            if lease.acquired:
+                self.leases[instance] = replace(lease, acquired=False, previous_holder=None)
+            return lease
+
+    def renew_lease(self, instance: str, holder: str, ttl: float, now: pendulum.DateTime) -> bool:
+        return self.acquire_lease(instance, holder, ttl, now).acquired
+
+    def release_lease(self, instance: str, holder: str) -> None:
+        with self._lock:
+            if instance in self.leases and self.leases[instance].holder == holder:
+                del self.leases[instance]
+
+    def hand_over_lease(self, instance: str, holder: str, now: pendulum.DateTime) -> None:
+        with self._lock:
+            current = self.leases.get(instance)
+            if current is not None and current.holder == holder:
+                self.leases[instance] = replace(current, holder=HANDOVER_HOLDER, expires=now)
+
+    def get_lease(self, instance: str) -> Lease | None:
+        return self.leases.get(instance)
+
+    # ---- manifests --------------------------------------------------------------------------------
+
+    def save_manifest(self, source: str, window: Window, manifest: dict[str, Any]) -> None:
+        self.manifest_docs[f"{source}.{ts_nodash(window.low)}"] = manifest
+
+    def manifests(self, source: str | None = None) -> list[dict[str, Any]]:
+        return [d for d in self.manifest_docs.values() if source is None or d.get("source") == source]
