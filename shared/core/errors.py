@@ -18,7 +18,8 @@ maps them to exit codes through `exit_code`.
         └── CloudUnavailable      exit 4: Firestore, Cloud Storage or Pub/Sub could not be reached or refused
             ├── StateUnavailable  Firestore
             ├── StorageUnavailable Cloud Storage
-            └── PublishFailed     Pub/Sub
+            ├── PublishFailed     Pub/Sub
+            └── ServiceUnreachable an operator command's quick check found a service down (before any call)
 
 Foreign errors are mapped in one table per service (shared/adapters/*), always `raise ... from exc`.
 Context is kept as attributes (task, instance, window...), and each message ends with a hint.
@@ -192,6 +193,22 @@ class PublishFailed(CloudUnavailable):
     """Pub/Sub did not accept a message in time."""
 
     service = "Pub/Sub"
+
+
+class ServiceUnreachable(CloudUnavailable):
+    """An operator command's reachability check failed before any real call (a closed port, no credentials).
+
+    `service` names what was checked, `address` where (host:port or the API host), `problem` what went wrong;
+    the hint (given by the caller) says what to do: `make up` and the emulator variables, or credentials.
+    """
+
+    def __init__(self, service: str, address: str, problem: str, *, hint: str) -> None:
+        self.service = service
+        self.address = address
+        self.problem = problem
+        self.operation = "reachability check"
+        self.cause_type = "ServiceUnreachable"
+        CdcError.__init__(self, f"{service} at {address} {problem}", hint=hint)
 
 
 def context(exc: BaseException) -> dict[str, Any]:
