@@ -66,14 +66,20 @@ def main(argv: list[str] | None = None) -> int:
     checks = {(c.table, c.low): c for c in driver.reconcile(stack.pg_dsn("postgres"))}
     for task in tasks:
         key = driver.clients.objects.key_of(task.uri or "")
-        size = driver.clients.objects.size(key)
+        stat = driver.clients.objects.stat(key)
+        size = stat.size if stat else 0
         rows = checks[(task.table, task.low)].bucket_rows if task.table else "schema"
         print(f"   {task.state:<6} {size:>9,} B  {rows!s:>6} rows  {key}")
 
-    print("\n== manifests")
+    print("\n== manifests: columns and row counts as a consumer reads them, against the source")
     for manifest in sorted(state.manifests(), key=lambda m: m["window"]["low"]):
-        tables = ", ".join(f"{o['table']}({len(o['columns'])} cols)" for o in manifest["objects"])
-        print(f"   [{manifest['window']['low']}, {manifest['window']['high']}): {tables}")
+        low = pendulum.parse(manifest["window"]["low"])
+        tables = ", ".join(
+            f"{o['table']} {len(o['columns'])} cols {o['rows']:,} rows"
+            + ("" if o["rows"] == checks[(o["table"], low)].source_rows else " MISMATCH")
+            for o in manifest["objects"]
+        )
+        print(f"   v{manifest['version']} [{manifest['window']['low']}, {manifest['window']['high']}): {tables}")
 
     print("\n== watermarks")
     for (src, table), value in sorted(state.watermarks().items()):

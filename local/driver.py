@@ -6,7 +6,6 @@ Used by the demo, the end-to-end tests and the benchmarks. Needs the emulator en
 
 from __future__ import annotations
 
-import gzip
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,10 +13,10 @@ from typing import Any
 import pendulum
 from google.cloud import pubsub_v1
 
-from local.csvread import decode_option, read_rows
 from local.demo_data import source_rows
 from shared.adapters.clients import Clients
 from shared.core.config import Config, SourceConfig
+from shared.core.csvformat import read_rows
 from shared.core.messages import encode, tick_message
 from shared.core.tasks import OPEN_STATES, Task
 
@@ -90,17 +89,7 @@ class Driver:
 
     def read_export(self, source: SourceConfig, uri: str) -> list[tuple[str | None, ...]]:
         objects = self.clients.objects
-        data = objects.download(objects.key_of(uri))
-        if uri.endswith(".gz"):
-            data = gzip.decompress(data)
-        options = source.csv
-        rows = read_rows(
-            data.decode("utf-8"),
-            delimiter=decode_option(options.fields_terminated_by),
-            quote=decode_option(options.quote),
-            escape=decode_option(options.escape),
-        )
-        return [tuple(r) for r in rows]
+        return [tuple(r) for r in read_rows(objects.stream(objects.key_of(uri)), source.csv.dialect)]
 
     def reconcile(self, dsn: str) -> list[WindowCheck]:
         """Every done table task compared row for row with the source's `[low, high)`."""

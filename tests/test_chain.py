@@ -33,7 +33,15 @@ T0 = pendulum.datetime(2026, 1, 1, tz="UTC")
 HOUR = pendulum.duration(hours=1)
 INSTANCE = "cdc-local:shop-pg"
 TABLES = ("orders", "payments")
-SCHEMA_CSV = b"orders,id,bigint,1,NO\norders,note,text,2,YES\npayments,id,bigint,1,NO\n"
+# The window's schema snapshot as information_schema lists it (table order), for the templates under templates/.
+SCHEMA_CSV = b"".join(
+    f"{table},{column},{kind},{i},{'NO' if i < 3 else 'YES'}\n".encode()
+    for table, columns in {
+        "orders": "note:text id:bigint event_timestamp:timestamptz customer_id:bigint amount:numeric currency:text",
+        "payments": "id:bigint event_timestamp:timestamptz order_id:bigint method:text amount:numeric status:text",
+    }.items()
+    for i, (column, kind) in enumerate((c.split(":") for c in columns.split()), start=1)
+)
 TEMPLATES = Templates()
 
 
@@ -102,7 +110,10 @@ def test_happy_path_exports_every_window_once_and_writes_manifests() -> None:
     assert sum(r.submitted for r in results if r) == 9
     assert sum(r.busy for r in results if r) == 0
     manifest = svc.state.manifests()[0]
-    assert manifest["objects"][0]["columns"] == ["id", "note"]
+    orders = manifest["objects"][0]
+    assert [c["name"] for c in orders["columns"]][:2] == ["id", "event_timestamp"]  # the query's order
+    assert orders["columns"][-1] == {"name": "note", "type": "text", "nullable": False}
+    assert orders["rows"] == 1 and orders["bytes"] == len(b"1,a\n")
     assert svc.state.get_lease(INSTANCE) is None  # released
 
 

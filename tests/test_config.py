@@ -66,7 +66,7 @@ def test_defaults() -> None:
         None,
     )
     assert (source.csv.escape, source.csv.quote, source.csv.fields_terminated_by, source.csv.gzip) == (
-        "5C", "22", "2C", False,
+        "22", "22", "2C", False,
     )  # fmt: skip
     assert source.tables[0].template == "orders.sql" and source.tables[0].watermark_column == "event_timestamp"
     assert config.sqladmin_endpoint is None

@@ -90,7 +90,7 @@ def test_export_uri_and_request_body(demo: Config) -> None:
             "offload": True,
             "csvExportOptions": {
                 "selectQuery": "SELECT 1",
-                "escapeCharacter": "5C",
+                "escapeCharacter": "22",
                 "quoteCharacter": "22",
                 "fieldsTerminatedBy": "2C",
             },

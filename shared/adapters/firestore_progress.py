@@ -104,6 +104,10 @@ class FirestoreProgress:
     def save_manifest(self, source: str, window: Window, manifest: dict[str, Any]) -> None:
         self._manifests.document(f"{source}.{window.ts_nodash}").set(manifest)
 
+    def get_manifest(self, source: str, window: Window) -> dict[str, Any] | None:
+        snap = self._manifests.document(f"{source}.{window.ts_nodash}").get()
+        return snap.to_dict() if snap.exists else None
+
     def manifests(self, source: str | None = None) -> list[dict[str, Any]]:
         docs = [s.to_dict() for s in self._manifests.stream()]
         return [d for d in docs if source is None or d.get("source") == source]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import requests
@@ -11,7 +12,10 @@ from google.auth.exceptions import GoogleAuthError
 from google.cloud import storage
 
 from shared.adapters.errormap import ErrorTable, maps_errors
+from shared.app.ports import ObjectStat
 from shared.core.errors import StorageUnavailable
+
+STREAM_CHUNK_BYTES = 1024 * 1024
 
 ERRORS: ErrorTable = (
     (
@@ -40,21 +44,31 @@ class ObjectStore:
         self._bucket = client.bucket(bucket)
         self.bucket_name = bucket
 
-    def size(self, key: str) -> int | None:
-        """The object's size in bytes, or None if it does not exist."""
-        blob = self._bucket.get_blob(key)
-        return None if blob is None else int(blob.size or 0)
-
     def exists(self, key: str) -> bool:
         return self._bucket.blob(key).exists()
 
-    def download(self, key: str) -> bytes:
-        return self._bucket.blob(key).download_as_bytes()
+    def stat(self, key: str) -> ObjectStat | None:
+        """The object's size and checksums, or None if it does not exist."""
+        blob = self._bucket.get_blob(key)
+        if blob is None:
+            return None
+        return ObjectStat(int(blob.size or 0), blob.crc32c, blob.md5_hash, blob.content_encoding)
 
-    def write_json(self, key: str, document: dict[str, Any]) -> None:
-        """Write (or replace) a small JSON object such as a manifest."""
+    def stream(self, key: str) -> Iterator[bytes]:
+        """The object's stored bytes in chunks (no decompressive transcoding: a gzip object stays gzip)."""
+        with self._bucket.blob(key).open("rb", chunk_size=STREAM_CHUNK_BYTES, raw_download=True) as reader:
+            while chunk := reader.read(STREAM_CHUNK_BYTES):
+                yield chunk
+
+    def create_json(self, key: str, document: dict[str, Any]) -> bool:
+        """Create a small JSON object such as a manifest; False if the key exists already (it is never replaced,
+        so the identity needs `storage.objects.create` only)."""
         body = json.dumps(document, indent=2, sort_keys=True, default=str)
-        self._bucket.blob(key).upload_from_string(body, content_type="application/json")
+        try:
+            self._bucket.blob(key).upload_from_string(body, content_type="application/json", if_generation_match=0)
+        except gexc.PreconditionFailed:
+            return False
+        return True
 
     def key_of(self, uri: str) -> str:
         """`gs://bucket/key` -> `key` (only for this bucket)."""

@@ -2,42 +2,97 @@
 
 from __future__ import annotations
 
-from shared.app.ports import Services
+from typing import Any
+
+from shared.app.ports import ObjectStore, Services
 from shared.core import logs
-from shared.core.manifests import build_manifest, parse_schema_csv
+from shared.core.columns import UnknownColumns, resolve
+from shared.core.config import SourceConfig
+from shared.core.csvformat import Dialect, count_rows
+from shared.core.errors import ManifestError, PermanentError
+from shared.core.manifests import ObjectFacts, build_manifest, manifest_version, parse_schema_csv
 from shared.core.tasks import Task, window_task_ids
 from shared.core.templates import Templates
 
 
 def finalize(services: Services, templates: Templates, task: Task) -> None:
-    """Bookkeeping for a done task; idempotent, so recovery may run it again after a crash."""
+    """Bookkeeping for a done task; idempotent, so recovery may run it again after a crash.
+
+    A manifest that cannot be written truthfully is recorded as failed (logged at ERROR, kept in the state for
+    `cdc status`) and never stops the chain; a transient failure (Cloud Storage, Firestore) propagates, and the
+    task stays unfinalized so the next invocation's recovery tries again.
+    """
     now = services.clock.now()
     if task.table is not None:
         moved = services.state.advance_watermark(task.source, task.table, now)
         if moved:
             logs.info("watermark advanced", source=task.source, table=task.table, old=moved[0], new=moved[1])
-    _write_manifest_if_complete(services, templates, task)
+    try:
+        _write_manifest_if_complete(services, templates, task)
+    except PermanentError as exc:
+        _record_manifest_failure(services, task, exc)
     services.state.mark_finalized(task)
 
 
 def _write_manifest_if_complete(services: Services, templates: Templates, task: Task) -> None:
-    config = services.config
+    config, state, objects = services.config, services.state, services.objects
     source = config.source(task.source)
-    tasks = list(services.state.get_tasks(window_task_ids(source.name, task.low, source.table_names)).values())
+    window = task.window
+    tasks = list(state.get_tasks(window_task_ids(source.name, task.low, source.table_names)).values())
     if not tasks or any(t.state != "done" for t in tasks) or all(t.table is not None for t in tasks):
         return
-    objects = services.objects
+    dialect = source.csv.dialect
     schema_task = next(t for t in tasks if t.table is None)
-    columns = parse_schema_csv(objects.download(objects.key_of(schema_task.uri or "")))
-    sizes = {t.uri or "": objects.size(objects.key_of(t.uri or "")) for t in tasks}
-    manifest = build_manifest(source, task.window, tasks, columns, sizes, services.clock.now())
-    objects.write_json(templates.manifest_key(config, source, task.window), manifest)
-    services.state.save_manifest(source.name, task.window, manifest)
+    snapshot = parse_schema_csv(objects.stream(objects.key_of(schema_task.uri or "")), dialect)
+    columns = {t.table: _columns(templates, source, t, snapshot) for t in tasks if t.table is not None}
+    facts = {t.uri or "": _facts(objects, t, dialect) for t in tasks}
+    version = manifest_version(tasks)
+    key = templates.manifest_key(config, source, window, version)
+    recorded = state.get_manifest(source.name, window)
+    previous = recorded.get("key") if recorded and recorded.get("key") != key else None
+    manifest = build_manifest(source, window, tasks, columns, snapshot, facts, services.clock.now(), previous=previous)
+    created = objects.create_json(key, manifest)
+    state.save_manifest(source.name, window, {**manifest, "key": key, "status": "written"})
     logs.info(
-        "window complete; manifest written",
+        "window complete; manifest written" if created else "window complete; manifest was already written",
         source=source.name,
         instance=source.instance,
-        window_low=task.low,
-        window_high=task.high,
-        objects=len(tasks),
+        window_low=window.low,
+        window_high=window.high,
+        key=key,
+        version=version,
+        rows={t.table: facts[t.uri or ""].rows for t in tasks if t.table is not None},
+    )
+
+
+def _columns(
+    templates: Templates, source: SourceConfig, task: Task, snapshot: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """The CSV's columns, from the table's query and the window's schema snapshot; ManifestError if unknowable."""
+    try:
+        return resolve(templates.output_shape(source, task.table or "", task.window), snapshot)
+    except UnknownColumns as exc:
+        raise ManifestError(source.name, str(task.window), f"table {task.table!r} {exc}") from exc
+
+
+def _facts(objects: ObjectStore, task: Task, dialect: Dialect) -> ObjectFacts:
+    key = objects.key_of(task.uri or "")
+    stat = objects.stat(key)
+    if stat is None:
+        raise ManifestError(task.source, str(task.window), f"object {task.uri} of a done export does not exist")
+    return ObjectFacts(stat.size, count_rows(objects.stream(key), dialect), stat.crc32c, stat.md5)
+
+
+def _record_manifest_failure(services: Services, task: Task, exc: PermanentError) -> None:
+    error = {"code": type(exc).__name__, "message": str(exc)}
+    services.state.save_manifest(
+        task.source,
+        task.window,
+        {"source": task.source, "window": str(task.window), "status": "failed", "error": error},
+    )
+    logs.error(
+        "manifest not written; the exports stand",
+        **task.log_fields(),
+        source=task.source,
+        error=error,
     )

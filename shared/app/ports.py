@@ -6,7 +6,8 @@ The chain, planner and recovery are written against these only, so that their ha
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pendulum
@@ -28,6 +29,16 @@ class Clock(Protocol):
     def monotonic(self) -> float: ...
 
     def sleep(self, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class ObjectStat:
+    """An object's metadata, as Cloud Storage keeps it (checksums base64, as the JSON API returns them)."""
+
+    size: int
+    crc32c: str | None
+    md5: str | None
+    content_encoding: str | None
 
 
 class StateStore(Protocol):
@@ -79,6 +90,7 @@ class StateStore(Protocol):
 
     # manifests
     def save_manifest(self, source: str, window: Window, manifest: dict[str, Any]) -> None: ...
+    def get_manifest(self, source: str, window: Window) -> dict[str, Any] | None: ...
     def manifests(self, source: str | None = None) -> list[dict[str, Any]]: ...
 
 
@@ -94,9 +106,9 @@ class ObjectStore(Protocol):
     """Objects in the export bucket, addressed by key."""
 
     def exists(self, key: str) -> bool: ...
-    def size(self, key: str) -> int | None: ...
-    def download(self, key: str) -> bytes: ...
-    def write_json(self, key: str, document: dict[str, Any]) -> None: ...
+    def stat(self, key: str) -> ObjectStat | None: ...
+    def stream(self, key: str) -> Iterator[bytes]: ...
+    def create_json(self, key: str, document: dict[str, Any]) -> bool: ...
     def key_of(self, uri: str) -> str: ...
 
 

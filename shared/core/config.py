@@ -30,7 +30,7 @@ The document (defaults in brackets; `local/demo_config.json` is the documented e
         start [none]    RFC 3339 timestamp on the grid: the first window when nothing was exported yet
                         (without it the first tick plans only the latest due window)
         offload [false] serverless export (no load on the instance, slower, billed)
-        csv             {"escape" ["5C"], "quote" ["22"], "fields_terminated_by" ["2C"], "gzip" [false]};
+        csv             {"escape" ["22"], "quote" ["22"], "fields_terminated_by" ["2C"], "gzip" [false]};
                         characters as two hex digits, as the Admin API wants them
         schema_template ["schema.sql"]  template of the schema query (information_schema.columns)
         tables          non-empty list, each:
@@ -58,6 +58,7 @@ from typing import Any
 
 from pendulum import DateTime, Duration
 
+from shared.core.csvformat import Dialect
 from shared.core.errors import ConfigError, WindowError
 from shared.core.windows import Schedule, parse_duration, parse_timestamp
 
@@ -101,10 +102,20 @@ _RULES: dict[str, tuple[re.Pattern[str], str]] = {
 
 @dataclass(frozen=True)
 class CsvOptions:
-    escape: str = "5C"
+    """The export's CSV dialect as the Admin API takes it (hex). The default is the API's own: quote `"`, a quote
+    inside a value doubled (RFC 4180), which BigQuery, pandas, DuckDB and Spark read as they are; PostgreSQL's CSV
+    already tells NULL (unquoted empty) from the empty string (`""`) without a backslash escape."""
+
+    escape: str = "22"
     quote: str = "22"
     fields_terminated_by: str = "2C"
     gzip: bool = False
+
+    @property
+    def dialect(self) -> Dialect:
+        return Dialect.from_hex(
+            delimiter=self.fields_terminated_by, quote=self.quote, escape=self.escape, gzip=self.gzip
+        )
 
 
 @dataclass(frozen=True)
@@ -275,7 +286,7 @@ def _via(path: str, value: object, parse: Callable[[Any], Any]) -> Any:
 
 def _csv(obj: _Object) -> CsvOptions:
     return CsvOptions(
-        escape=obj.get("escape", str, "5C", "hex").upper(),
+        escape=obj.get("escape", str, "22", "hex").upper(),
         quote=obj.get("quote", str, "22", "hex").upper(),
         fields_terminated_by=obj.get("fields_terminated_by", str, "2C", "hex").upper(),
         gzip=obj.get("gzip", bool, False),

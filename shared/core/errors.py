@@ -9,6 +9,7 @@ maps them to exit codes through `exit_code`.
     │   ├── TemplateError         a template that cannot render (template name, reason)
     │   ├── TaskConfigMissing     a queued task names a source or table the config no longer has (task)
     │   ├── ExportRejected        the Admin API refused the request itself (HTTP 400/403/404)
+    │   ├── ManifestError         a window's manifest cannot be written without guessing (source, window)
     │   └── UsageError            an operator command asked for something impossible (no such task...)
     └── RetryableError            try again later, with backoff
         ├── InstanceBusy          HTTP 409 (or 403) operationInProgress: another operation runs on the instance
@@ -117,6 +118,19 @@ class ExportRejected(PermanentError):
         self.status = status
         self.reason = reason
         super().__init__(f"Cloud SQL Admin API answered {status} {reason}: {message}")
+
+
+class ManifestError(PermanentError):
+    """A complete window's manifest cannot be written truthfully (unknown columns, a schema snapshot that does not
+    describe a table): the exports stand, the manifest is recorded as failed and the chain goes on."""
+
+    hint = "fix the template or the table (cdc render shows the columns); a forced backfill of the window rewrites it"
+
+    def __init__(self, source: str, window: str, reason: str) -> None:
+        self.source = source
+        self.window = window
+        self.reason = reason
+        super().__init__(f"manifest of {source} window {window}: {reason}")
 
 
 class UsageError(PermanentError):

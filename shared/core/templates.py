@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import pendulum
 
+from shared.core.columns import QueryShape, UnknownColumns, query_shape
 from shared.core.errors import ConfigError, TemplateError
 from shared.core.windows import Window
 
@@ -195,20 +196,45 @@ class Templates:
         }
         return self._query(table_config.template, context)
 
+    def output_shape(self, source: SourceConfig, table: TableConfig | str, window: Window) -> QueryShape:
+        """The output columns of a table's export query (shared/core/columns.py); TemplateError, naming the
+        template and the column, when they cannot be known without running the query."""
+        table_config = source.table(table) if isinstance(table, str) else table
+        try:
+            return query_shape(self.render_query(source, table_config, window))
+        except UnknownColumns as e:
+            raise TemplateError(
+                table_config.template, str(e), hint="the manifest must name every column of the CSV exactly"
+            ) from e
+
+    def snapshot_tables(self, source: SourceConfig, window: Window) -> tuple[str, ...]:
+        """The tables the window's schema snapshot describes: the source's, then any other table a template reads."""
+        names = list(source.table_names)
+        for table in source.tables:
+            try:
+                read = self.output_shape(source, table, window).tables
+            except TemplateError:
+                continue  # that table's tasks fail with the template's error; the snapshot serves the others
+            names.extend(t for t in read if t not in names)
+        return tuple(names)
+
     def render_schema_query(self, source: SourceConfig, window: Window, params: Mapping[str, Any] | None = None) -> str:
-        """The information_schema.columns query for the source's tables (its CSV names the columns)."""
+        """The information_schema.columns query for the tables the exports read (its CSV types the columns)."""
         context = {
             **self._window_context(window),
             "database": source.database,
             "schema": source.schema,
-            "tables": source.table_names,
+            "tables": self.snapshot_tables(source, window),
             "params": dict(params or {}),
         }
         return self._query(source.schema_template, context)
 
-    def _key(self, name: str, context: Mapping[str, Any], extension: str, generation: int) -> str:
+    def _key(self, name: str, context: Mapping[str, Any], extension: str, generation: int, marker: str = "g") -> str:
+        """The rendered stem plus `.<marker><N>` for N > 1 (an object's generation, a manifest's version)."""
         if not isinstance(generation, int) or isinstance(generation, bool) or generation < 1:
-            raise TemplateError(name, f"generation {generation!r} is not a positive integer")
+            raise TemplateError(
+                name, f"{'generation' if marker == 'g' else 'version'} {generation!r} is not a positive integer"
+            )
         stem = self._render(name, context).strip()
         encoded = stem.encode()
         if not _KEY_RE.fullmatch(stem) or len(encoded) > MAX_KEY_BYTES - 32:
@@ -219,7 +245,7 @@ class Templates:
             )
         if any(part in (".", "..") for part in stem.split("/")):
             raise TemplateError(name, f"renders {stem[:80]!r}, which has a '.' or '..' segment")
-        return f"{stem}.g{generation}{extension}" if generation > 1 else f"{stem}{extension}"
+        return f"{stem}.{marker}{generation}{extension}" if generation > 1 else f"{stem}{extension}"
 
     def _key_context(self, config: Config, source: SourceConfig, window: Window) -> dict[str, Any]:
         return {
@@ -246,8 +272,10 @@ class Templates:
         context["table"] = source.table(table_name).name
         return self._key(config.layout.table, context, extension, generation)
 
-    def manifest_key(self, config: Config, source: SourceConfig, window: Window) -> str:
-        return self._key(config.layout.manifest, self._key_context(config, source, window), ".json", 1)
+    def manifest_key(self, config: Config, source: SourceConfig, window: Window, version: int = 1) -> str:
+        """Key of a window's manifest; version N > 1 (after re-exports) inserts `.v<N>`: a manifest is never
+        replaced, so writing one needs `storage.objects.create` only."""
+        return self._key(config.layout.manifest, self._key_context(config, source, window), ".json", version, "v")
 
     def validate(self, config: Config) -> None:
         """Render every template of the config once, for a sample window, so that a missing template, an
@@ -270,7 +298,7 @@ class Templates:
             claim(self.object_key(config, source, None, window), f"source {source.name!r} schema", "schema")
             claim(self.manifest_key(config, source, window), f"source {source.name!r} manifest", "manifest")
             for table in source.tables:
-                self.render_query(source, table, window)
+                self.output_shape(source, table, window)
                 claim(
                     self.object_key(config, source, table.name, window),
                     f"{source.name}.{table.name}",

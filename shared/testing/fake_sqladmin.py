@@ -16,13 +16,17 @@ whose name stops resolving).
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pendulum
 
+from shared.app.ports import ObjectStat
 from shared.core.errors import ExportRejected, InstanceBusy, TransientApiError
 from shared.core.operations import Operation
 from shared.testing.clock import FakeClock
@@ -39,17 +43,23 @@ class InMemoryObjects:
     def exists(self, key: str) -> bool:
         return key in self.data
 
-    def size(self, key: str) -> int | None:
-        return len(self.data[key]) if key in self.data else None
+    def stat(self, key: str) -> ObjectStat | None:
+        if key not in self.data:
+            return None
+        data = self.data[key]
+        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+        return ObjectStat(len(data), None, md5, None)
 
-    def download(self, key: str) -> bytes:
-        return self.data[key]
+    def stream(self, key: str) -> Iterator[bytes]:
+        data = self.data[key]
+        yield from (data[i : i + 65536] for i in range(0, len(data), 65536))
 
-    def write_json(self, key: str, document: dict[str, Any]) -> None:
-        import json
-
+    def create_json(self, key: str, document: dict[str, Any]) -> bool:
+        if key in self.data:
+            return False
         self.data[key] = json.dumps(document, sort_keys=True, default=str).encode()
         self.json_writes.append(key)
+        return True
 
     def key_of(self, uri: str) -> str:
         prefix = f"gs://{self.bucket_name}/"

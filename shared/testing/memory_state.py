@@ -238,5 +238,8 @@ class InMemoryState:
     def save_manifest(self, source: str, window: Window, manifest: dict[str, Any]) -> None:
         self.manifest_docs[f"{source}.{ts_nodash(window.low)}"] = manifest
 
+    def get_manifest(self, source: str, window: Window) -> dict[str, Any] | None:
+        return self.manifest_docs.get(f"{source}.{ts_nodash(window.low)}")
+
     def manifests(self, source: str | None = None) -> list[dict[str, Any]]:
         return [d for d in self.manifest_docs.values() if source is None or d.get("source") == source]
