@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pendulum
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,7 +42,8 @@ def test_render_json_with_config_flag() -> None:
     context = out["request"]["exportContext"]
     assert context["uri"] == uri and context["databases"] == ["shop"] and context["fileType"] == "CSV"
     assert context["csvExportOptions"]["selectQuery"] == out["sql"]
-    assert context["csvExportOptions"]["escapeCharacter"] == "5C" and context["offload"] is False
+    escape = json.loads(DEMO.read_text())["sources"][0]["csv"]["escape"]
+    assert context["csvExportOptions"]["escapeCharacter"] == escape and context["offload"] is False
 
 
 def test_render_text_with_env_config() -> None:
@@ -90,7 +92,10 @@ def test_plan_without_since_is_the_latest_window() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("render", "nope", "--at", "2026-01-01T00:00:00Z"), "cdc: error: source 'shop' tables: 'nope' is not"),
+        (
+            ("render", "nope", "--at", "2026-01-01T00:00:00Z"),
+            "cdc: error: source 'shop' tables: 'nope' is not a configured table",
+        ),
         (("render", "--at", "2026-01-01T00:00:00Z"), "cdc: error: give either a TABLE or --schema"),
         (("render", "orders", "--at", "2026-01-01T00:00:00"), "has no UTC offset"),
         (("render", "orders", "--at", "2026-01-01T00:00:00Z", "--source", "crm"), "'crm' is not a configured source"),
@@ -107,7 +112,13 @@ def test_plan_without_since_is_the_latest_window() -> None:
             ),
             "not allowed with argument",
         ),
-        (("plan",), "the following arguments are required: --at"),
+        (
+            ("plan", "--at", "soon"),
+            "'soon' is not an RFC 3339 timestamp with a UTC offset, e.g. 2026-01-01T00:00:00Z; "
+            "accepted: now, today, yesterday",
+        ),
+        (("plan", "--at", "-1h2d"), "'-1h2d' repeats a unit or lists them out of order"),
+        (("render", "orders", "--at", "2026-02-30"), "'2026-02-30' is not a calendar date"),
         (("frobnicate",), "invalid choice"),
     ],
 )
@@ -124,20 +135,96 @@ def test_config_errors_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"project": "cdc-local"}))
     result = cdc("plan", "--at", "2026-01-01T00:00:00Z", "--config", str(bad))
-    assert result.returncode == 2 and result.stderr.startswith("cdc: error: sources: None is missing")
+    assert result.returncode == 2 and result.stderr.startswith("cdc: error: config error: sources is missing")
     result = cdc("plan", "--at", "2026-01-01T00:00:00Z")
-    assert result.returncode == 2 and "CDC_CONFIG: None is not set" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.startswith("cdc: error: config error: --config is not given and neither CDC_CONFIG nor")
+    missing = cdc("plan", "--config", str(tmp_path / "nope.json"))
+    assert missing.returncode == 2
+    assert missing.stderr.startswith(f"cdc: error: config error: --config: '{tmp_path / 'nope.json'}' cannot be read")
+    assert "CDC_CONFIG_FILE" not in missing.stderr
+
+
+def test_a_missing_template_is_a_config_error(tmp_path: Path) -> None:
+    doc = json.loads(DEMO.read_text())
+    doc["sources"][0]["tables"][0]["template"] = "nope.sql"
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    for args in (("status",), ("plan",), ("status", "--json")):
+        result = cdc(*args, "--config", str(tmp_path / "c.json"))
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stdout == ""  # no JSON log line, no partial output
+        assert result.stderr.startswith("cdc: error: config error: template 'nope.sql' does not exist under ")
+        assert len(result.stderr.splitlines()) == 1
 
 
 def test_help_is_complete() -> None:
     top = cdc("--help")
     assert top.returncode == 0 and "render" in top.stdout and "plan" in top.stdout
+    assert "exit codes:\n  0  done" in top.stdout and "  4  Google Cloud or the local stack" in top.stdout
+    assert "examples:\n  cdc status" in top.stdout and "times: now, today" in top.stdout
+    for command in ("render", "plan", "status", "backfill", "retry", "report"):
+        text = cdc(command, "--help").stdout
+        assert f"examples:\n  cdc {command}" in text and "exit codes: 0 done" in text, command
+        assert "--json" in text, command
     render = cdc("render", "--help").stdout
     for flag in ("TABLE", "--schema", "--at", "--source", "--generation", "--json", "--config"):
         assert flag in render
     plan = cdc("plan", "--help").stdout
     for flag in ("--at", "--since", "--watermark", "--source", "--json", "--config"):
         assert flag in plan
+
+
+def test_version() -> None:
+    result = cdc("--version")
+    assert result.returncode == 0 and result.stdout.strip() == "cdc (cloudsql-cdc) 0.1.0"
+
+
+def test_plan_text_says_what_since_is() -> None:
+    result = cdc("plan", "--at", "2026-01-01T10:04:00Z", "--config", str(DEMO))
+    assert "since None" not in result.stdout
+    assert result.stdout.splitlines()[0].endswith("no --since/--watermark and no start: latest window only")
+    relative = cdc("plan", "--at", "2026-01-01T10:04:00Z", "--since", "2026-01-01", "--json", "--config", str(DEMO))
+    assert json.loads(relative.stdout)["sources"][0]["since"] == "2026-01-01T00:00:00+00:00"
+
+
+def test_time_expressions_on_the_command_line() -> None:
+    """`now` and offsets (`--at -2h` too, which argparse alone would take for an option) are one clock."""
+    result = cdc("plan", "--at", "-2h", "--since", "-5h", "--json", "--config", str(DEMO))
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    clock = pendulum.parse(out["clock"])
+    assert abs((pendulum.now("UTC").subtract(hours=2) - clock).total_seconds()) < 20
+    since = pendulum.parse(out["sources"][0]["since"])
+    assert since == clock.subtract(hours=3).start_of("hour")  # floored to the 1h grid
+    assert len(out["sources"][0]["tasks"]) in (10, 15)  # 2 or 3 settled windows x (schema + 4 tables)
+
+
+def test_broken_pipe_is_quiet(tmp_path: Path) -> None:
+    """`cdc plan --json | head -1`: no traceback, the exit status a Unix tool killed by SIGPIPE leaves."""
+    doc = json.loads(DEMO.read_text())
+    doc["sources"][0]["catchup_cap"] = 2000  # far more output than a pipe buffers (64 KiB)
+    config = tmp_path / "big.json"
+    config.write_text(json.dumps(doc))
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CDC_")}
+    for extra in (("--json",), ()):
+        args = [
+            sys.executable,
+            "-m",
+            "shared.ops.cli",
+            "plan",
+            "--since",
+            "2025-01-01",
+            *extra,
+            "--config",
+            str(config),
+        ]
+        cdc_process = subprocess.Popen(args, cwd=REPO, env=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert cdc_process.stdout is not None and cdc_process.stderr is not None
+        cdc_process.stdout.readline()
+        cdc_process.stdout.close()  # what `head -1` does once it has its line
+        stderr = cdc_process.stderr.read().decode()
+        assert cdc_process.wait(timeout=30) == 141, stderr
+        assert stderr == ""
 
 
 def test_python_dash_m_shared_ops_works() -> None:

@@ -60,8 +60,8 @@ def test_backfill_rejects_what_the_planner_would(args: tuple[str, ...], message:
     [
         (("retry",), "one of the arguments --task --failed is required"),
         (("retry", "--failed", "--task", "x"), "not allowed with argument"),
-        (("status", "--at", "yesterday"), "'yesterday' is not an RFC 3339"),
-        (("report",), "the following arguments are required: --html"),
+        (("status", "--at", "the day before"), "'the day before' is not an RFC 3339"),
+        (("report",), "give --html PATH (the page), --json (its data), or both"),
         (("report", "--html", "x.html", "--windows", "3", "--since", "2026-01-01T00:00:00Z"), "not allowed with"),
     ],
 )

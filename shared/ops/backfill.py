@@ -21,6 +21,7 @@ from shared.core.config import Config
 from shared.core.messages import Backfill, backfill_message, parse_event
 from shared.core.tasks import FINISHED_STATES, Task, window_task_ids
 from shared.core.windows import backfill_windows
+from shared.ops.status import ErrorSeen, human_seconds
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,29 @@ def task_ids(config: Config, request: Backfill) -> list[str]:
     return [tid for window in windows for tid in window_task_ids(source.name, window.low, request.tables)]
 
 
+def windows_done(state: StateStore, ids: Sequence[str], per_window: int) -> int:
+    """How many of the backfill's windows are exported already (every task of the window done)."""
+    found = state.get_tasks(ids)
+    done = [all(found.get(t) is not None and found[t].state == "done" for t in ids[i : i + per_window])
+            for i in range(0, len(ids), per_window)]  # fmt: skip
+    return sum(done)
+
+
+def failures(state: StateStore, ids: Sequence[str]) -> list[ErrorSeen]:
+    """The backfill's failed tasks, each with its error (in window and table order)."""
+    found = state.get_tasks(ids)
+    return [ErrorSeen.of(found[t]) for t in ids if t in found and found[t].state == "failed"]
+
+
 @dataclass
 class Progress:
-    """How many of the backfill's tasks are in each state; `waiting` ones are not (re-)queued yet."""
+    """How many of the backfill's tasks are in each state; `waiting` ones are not (re-)queued yet.
+    `elapsed` counts from the start of the wait; `eta` extrapolates the rate seen since then."""
 
     total: int
     states: Counter[str] = field(default_factory=Counter)
+    elapsed: float = 0.0
+    eta: float | None = None
 
     @property
     def finished(self) -> int:
@@ -84,7 +102,13 @@ class Progress:
         filled = width * self.finished // self.total if self.total else width
         bar = "#" * filled + "-" * (width - filled)
         parts = [f"{self.states[s]} {s}" for s in ("done", "failed", "running", "pending", "waiting") if self.states[s]]
-        return f"[{bar}] {self.finished}/{self.total}  " + ", ".join(parts)
+        timing = f"  {human_seconds(self.elapsed)} elapsed"
+        if not self.complete:
+            timing += f", eta {human_seconds(self.eta)}" if self.eta is not None else ", eta -"
+        return f"[{bar}] {self.finished}/{self.total}  " + ", ".join(parts) + timing
+
+    def to_json(self) -> dict[str, object]:
+        return {"total": self.total, "states": dict(self.states), "elapsed_seconds": round(self.elapsed, 1)}
 
 
 def _progress(ids: Sequence[str], tasks: dict[str, Task], force_token: str | None, stale: set[str]) -> Progress:
@@ -118,9 +142,15 @@ def wait(
     poll_seconds: float = 1.0,
 ) -> Progress:
     """Poll the tasks until every one is done or failed, or `timeout` seconds pass; returns the last progress."""
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
+    baseline: int | None = None
     while True:
         progress = _progress(ids, state.get_tasks(ids), force_token, stale)
+        progress.elapsed = time.monotonic() - started
+        baseline = progress.finished if baseline is None else baseline
+        rate = (progress.finished - baseline) / progress.elapsed if progress.elapsed > 0 else 0.0
+        progress.eta = (progress.total - progress.finished) / rate if rate > 0 else None
         report(progress)
         if progress.complete or time.monotonic() >= deadline:
             return progress

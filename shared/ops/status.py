@@ -4,6 +4,10 @@ Reads only tasks that are not done (pending, submitting, running, failed: equali
 the watermarks and the instances' leases, so it stays cheap however long the pipeline has run.
 Lag is measured like the planner's freshness log: the clock minus the table's watermark, and a table is
 lagging when that exceeds `lag_alert_seconds`.
+
+Every failed task is listed (not one per table). A failed task whose window had been exported before (`done_at`
+is kept when a forced backfill re-queues a done task) is a warning, not a failure: the earlier generation's
+object is still there and the watermark already covers the window, so nothing is missing downstream.
 """
 
 from __future__ import annotations
@@ -24,28 +28,57 @@ SCHEMA_ROW = "(schema)"
 
 @dataclass(frozen=True)
 class ErrorSeen:
-    """The error stored on a task (failed for good, or pending a retry)."""
+    """The error stored on a task (failed for good, or pending a retry); `reexport` when the window had been
+    exported before (a forced re-export failed: the earlier object is still there)."""
 
     task: str
     state: str
     code: str
     message: str
     at: pendulum.DateTime | None
+    instance: str = ""
+    window: str = ""
+    attempts: int = 0
+    generation: int = 1
+    reexport: bool = False
 
     @classmethod
     def of(cls, task: Task) -> ErrorSeen:
         error = task.error or {}
         at = pendulum.instance(task.update_time).in_timezone("UTC") if task.update_time else None
-        return cls(task.id, task.state, str(error.get("code", "")), str(error.get("message", "")), at)
+        return cls(
+            task.id, task.state, str(error.get("code", "")), str(error.get("message", "")), at,
+            instance=task.instance, window=f"[{task.low.isoformat()}, {task.high.isoformat()})",
+            attempts=task.attempts, generation=task.generation, reexport=is_failed_reexport(task),
+        )  # fmt: skip
+
+    @property
+    def one_line(self) -> str:
+        return " ".join(f"{self.code} {self.message}".split())
 
     def to_json(self) -> dict[str, Any]:
         return {
             "task": self.task,
             "state": self.state,
+            "instance": self.instance,
+            "window": self.window,
+            "attempts": self.attempts,
+            "generation": self.generation,
+            "reexport": self.reexport,
             "code": self.code,
             "message": self.message,
             "at": self.at.isoformat() if self.at else None,
         }
+
+
+def is_failed_reexport(task: Task) -> bool:
+    """A failed task whose window was exported before: the earlier generation's object is still in place."""
+    return task.state == "failed" and task.done_at is not None
+
+
+def retry_command(task_ids: list[str]) -> str:
+    """The exact command that re-queues these tasks."""
+    return "cdc retry " + " ".join(f"--task {tid}" for tid in task_ids)
 
 
 @dataclass(frozen=True)
@@ -57,6 +90,7 @@ class TableStatus:
     pending: int
     running: int
     failed: int
+    reexport_failed: int
     last_error: ErrorSeen | None
 
     def to_json(self) -> dict[str, Any]:
@@ -68,6 +102,7 @@ class TableStatus:
             "pending": self.pending,
             "running": self.running,
             "failed": self.failed,
+            "reexport_failed": self.reexport_failed,
             "last_error": self.last_error.to_json() if self.last_error else None,
         }
 
@@ -100,6 +135,17 @@ class SourceStatus:
     lease_expires: pendulum.DateTime | None
     in_flight: InFlight | None
     tables: tuple[TableStatus, ...]
+    failures: tuple[ErrorSeen, ...] = ()
+    retrying: tuple[ErrorSeen, ...] = ()
+    breaker: dict[str, Any] | None = None
+
+    @property
+    def failed_tasks(self) -> list[ErrorSeen]:
+        return [e for e in self.failures if not e.reexport]
+
+    @property
+    def warnings(self) -> list[ErrorSeen]:
+        return [e for e in self.failures if e.reexport]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,8 +154,12 @@ class SourceStatus:
             "lease": {"holder": self.lease_holder, "expires": self.lease_expires.isoformat()}
             if self.lease_holder and self.lease_expires
             else None,
+            "breaker": self.breaker,
             "in_flight": self.in_flight.to_json() if self.in_flight else None,
             "tables": [t.to_json() for t in self.tables],
+            "failed_tasks": [e.to_json() for e in self.failed_tasks],
+            "reexport_failures": [e.to_json() for e in self.warnings],
+            "retrying": [e.to_json() for e in self.retrying],
         }
 
 
@@ -122,6 +172,10 @@ class Status:
     @property
     def failed(self) -> int:
         return sum(t.failed for s in self.sources for t in s.tables)
+
+    @property
+    def warnings(self) -> int:
+        return sum(t.reexport_failed for s in self.sources for t in s.tables)
 
     @property
     def lagging(self) -> list[str]:
@@ -137,6 +191,7 @@ class Status:
             "threshold_seconds": self.threshold_seconds,
             "healthy": self.healthy,
             "failed": self.failed,
+            "reexport_failed": self.warnings,
             "lagging": self.lagging,
             "sources": [s.to_json() for s in self.sources],
         }
@@ -160,7 +215,8 @@ def _table_status(
         lagging=lag is not None and lag > threshold,
         pending=counts["pending"],
         running=counts["running"] + counts["submitting"],
-        failed=counts["failed"],
+        failed=counts["failed"] - sum(map(is_failed_reexport, tasks)),
+        reexport_failed=sum(map(is_failed_reexport, tasks)),
         last_error=ErrorSeen.of(last) if last else None,
     )
 
@@ -172,6 +228,21 @@ def _in_flight(tasks: list[Task], now: pendulum.DateTime) -> InFlight | None:
     task = min(active, key=lambda t: (t.submitted_at or now, t.id))
     age = max(0.0, (now - task.submitted_at).total_seconds()) if task.submitted_at else None
     return InFlight(task.id, task.state, task.operation, task.submitted_at, age)
+
+
+def instance_breaker(state: StateStore, instance: str) -> dict[str, Any] | None:
+    """HOOK for the per-instance breaker (an instance paused with backoff): shown when the state store offers
+    `breaker(instance) -> mapping | None`. Until the store has it, there is nothing to show."""
+    read = getattr(state, "breaker", None)
+    if read is None:
+        return None
+    record = read(instance)
+    return dict(record) if record else None
+
+
+def _errors(tasks: list[Task], state: str) -> tuple[ErrorSeen, ...]:
+    chosen = [t for t in tasks if t.state == state and (t.error or state == "failed")]
+    return tuple(ErrorSeen.of(t) for t in sorted(chosen, key=lambda t: (t.low, t.table or "", t.id)))
 
 
 def collect_status(config: Config, state: StateStore, *, clock: pendulum.DateTime | None = None) -> Status:
@@ -199,6 +270,9 @@ def collect_status(config: Config, state: StateStore, *, clock: pendulum.DateTim
                 lease_expires=lease.expires if lease and live_lease else None,
                 in_flight=_in_flight(mine, now),
                 tables=tuple(rows),
+                failures=_errors(mine, "failed"),
+                retrying=_errors(mine, "pending"),
+                breaker=instance_breaker(state, source.instance),
             )
         )
     return Status(clock=clock, threshold_seconds=threshold, sources=tuple(sources))
@@ -221,6 +295,23 @@ def human_seconds(seconds: float | None) -> str:
     return f"{secs}s"
 
 
+def _error_lines(source: SourceStatus) -> list[str]:
+    lines = []
+    failed = source.failed_tasks
+    if failed:
+        lines.append(f"  failed tasks ({len(failed)}):")
+        lines.extend(f"    {e.task}  attempt {e.attempts}: {e.one_line[:200]}" for e in failed)
+        lines.append(f"  to retry them: {retry_command([e.task for e in failed])}")
+    for e in source.warnings:
+        lines.append(
+            f"  warning: re-export {e.task} (generation {e.generation}) failed; the window's earlier export is "
+            f"still in place: {e.one_line[:160]}"
+        )
+    for e in source.retrying:
+        lines.append(f"  retrying {e.task} after attempt {e.attempts}: {e.one_line[:200]}")
+    return lines
+
+
 def format_status(status: Status) -> str:
     """The text `cdc status` prints."""
     lines = [f"clock {status.clock.isoformat()}   lag threshold {human_seconds(status.threshold_seconds)}"]
@@ -232,6 +323,8 @@ def format_status(status: Status) -> str:
         )
         lines.append("")
         lines.append(f"source {source.source}  instance {source.instance}  {lease}")
+        if source.breaker:
+            lines.append("  breaker: " + ", ".join(f"{k} {v}" for k, v in source.breaker.items()))
         flight = source.in_flight
         if flight:
             lines.append(
@@ -248,15 +341,15 @@ def format_status(status: Status) -> str:
                 f"  {t.table:<12} {watermark:<26} {human_seconds(t.lag_seconds):>7}  "
                 f"{t.pending:>7} {t.running:>7} {t.failed:>6}{flag}"
             )
-        errors = [t.last_error for t in source.tables if t.last_error]
-        for error in errors:
-            message = " ".join(error.message.split())[:200]
-            lines.append(f"  last error {error.task} ({error.state}): {error.code} {message}".rstrip())
+        lines.extend(_error_lines(source))
     lines.append("")
     problems = []
     if status.failed:
         problems.append(f"{status.failed} failed task(s)")
     if status.lagging:
         problems.append(f"lagging: {', '.join(status.lagging)}")
-    lines.append("status: " + ("OK" if status.healthy else "UNHEALTHY (" + "; ".join(problems) + ")"))
+    verdict = "OK" if status.healthy else "UNHEALTHY (" + "; ".join(problems) + ")"
+    if status.warnings:
+        verdict += f", {status.warnings} warning(s)"
+    lines.append("status: " + verdict)
     return "\n".join(lines)
