@@ -67,8 +67,13 @@ def test_one_tick_exports_the_schema_and_every_table(pipeline):
     assert len(manifests) == 1
     manifest = manifests[0]
     assert [o["table"] for o in manifest["objects"]] == sorted(TABLE_NAMES)
-    assert manifest["columns"]["orders"][0]["name"] == "id"
-    assert [c["name"] for c in manifest["columns"]["orders"]] == TABLES["orders"]
+    orders = next(o for o in manifest["objects"] if o["table"] == "orders")
+    assert orders["columns"][0] == {"name": "id", "type": "bigint", "nullable": False}
+    assert [c["name"] for c in orders["columns"]] == TABLES["orders"]
+    assert manifest["schema_snapshot"]["orders"][0]["name"] == "id"
+    source_rows = {c.table: c.source_rows for c in p.driver.reconcile(p.dsn)}
+    assert {o["table"]: o["rows"] for o in manifest["objects"]} == source_rows
+    assert all(o["md5"] and o["bytes"] == p.objects()[o["uri"].split("/", 3)[3]] for o in manifest["objects"])
     assert "cdc/manifests/shop/2026/11/20/20261120T000000/_manifest.json" in p.objects()
 
 
