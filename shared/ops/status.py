@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pendulum
@@ -45,7 +46,9 @@ class ErrorSeen:
     @classmethod
     def of(cls, task: Task) -> ErrorSeen:
         error = task.error or {}
-        at = pendulum.instance(task.update_time).in_timezone("UTC") if task.update_time else None
+        # `update_time` is the store's version of the document: Firestore's is a time, the in-memory store's a counter
+        version = task.update_time
+        at = pendulum.instance(version).in_timezone("UTC") if isinstance(version, datetime) else None
         return cls(
             task.id, task.state, str(error.get("code", "")), str(error.get("message", "")), at,
             instance=task.instance, window=f"[{task.low.isoformat()}, {task.high.isoformat()})",
