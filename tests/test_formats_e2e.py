@@ -4,8 +4,8 @@ For gzip on/off x three dialects, the whole pipeline (Pub/Sub push -> functions 
 PostgreSQL's COPY -> storage) exports one window of a table full of awkward values through three templates. Each
 exported value is compared with the source as PostgreSQL prints it (the same query, every column cast to text),
 NULL kept apart from the empty string; each manifest's columns (names, order, types), row count, size and MD5 are
-compared with the object and with the query's own description; and DuckDB, a real third-party reader, loads an
-object with the manifest's dialect and gets the same values.
+compared with the object and with the query's own description; and DuckDB, a real third-party reader, loads each
+dialect's object with only the manifest's description and gets the same values.
 """
 
 from __future__ import annotations
@@ -173,21 +173,10 @@ def test_every_value_and_manifest_match_the_source(
     ]  # fmt: skip
     written = json.loads(b"".join(objects.stream(manifest["key"])))
     assert written["objects"] == manifest["objects"]
-
-
-def test_duckdb_reads_an_export_with_the_manifests_dialect(
-    stack: Any, stack_env: dict[str, str], formats_dsn: str, tmp_path: Path
-) -> None:
-    p = Pipeline(stack, formats_config(DIALECTS["api-default"], True), tmp_path / "config.json", None)
-    p.driver.tick(START.add(hours=1, minutes=1))
-    p.driver.wait_idle(expect_tasks=1 + len(TABLES), timeout=180)
-    [manifest] = p.state.manifests()
-    entry = next(o for o in manifest["objects"] if o["table"] == "awkward")
-    objects = p.driver.clients.objects
-    path = tmp_path / "awkward.csv.gz"
-    path.write_bytes(b"".join(objects.stream(objects.key_of(entry["uri"]))))
-    theirs = duckdb_rows(path, manifest["format"], len(entry["columns"]))
-    ours = [tuple(r) for r in read_rows(path.read_bytes(), p.config.sources[0].csv.dialect)]
-    assert theirs == ours
+    # A real third-party reader, told only what the manifest says, reads the same values.
+    path = tmp_path / Path(reordered["uri"]).name
+    path.write_bytes(b"".join(objects.stream(objects.key_of(reordered["uri"]))))
+    theirs = duckdb_rows(path, manifest["format"], len(reordered["columns"]))
+    assert theirs == [tuple(r) for r in read_rows(path.read_bytes(), dialect)]
     assert theirs[0][12] == "NULL" and theirs[2][12] is None  # the text 'NULL' is not NULL
     assert theirs[0][13] == "" and theirs[1][13] is None  # the empty string is not NULL
