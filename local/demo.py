@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
 
     stack = Stack()
     print("== local stack")
-    stack.up()
+    info = stack.up()
+    if set(info.reused) & {"planner", "worker"}:
+        stack.restart_functions()  # a stack left running serves the code it started with: serve today's
     os.environ.update(stack.env())
     stack.reset()
     config = load_config()
