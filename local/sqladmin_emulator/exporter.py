@@ -18,6 +18,10 @@ from psycopg import sql
 from local.sqladmin_emulator.api_errors import invalid
 
 _SPOOL_IN_MEMORY_BYTES = 16 * 1024 * 1024
+# What the export runs. Confirmed: PostgreSQL's COPY CSV rules (quoting, escape only inside quotes, NULL as an
+# unquoted empty field); that an unset escapeCharacter means COPY's default (the quote), as gcloud sends no escape
+# by default and the result doubles quotes (measured with gcloud against the API's documented options, see
+# LOCAL_STACK.md). Inferred: that Cloud SQL passes the hex options to COPY as DELIMITER/QUOTE/ESCAPE unchanged.
 _COPY_TEMPLATE = sql.SQL(
     "COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER false, DELIMITER {delimiter}, QUOTE {quote}, ESCAPE {escape})"
 )
@@ -47,6 +51,9 @@ class CsvExport:
 
     @property
     def gzip(self) -> bool:
+        """Confirmed (gcloud sql export csv reference): "If the filename ends with .gz, the contents are
+        compressed." Inferred: the object is stored as gzip bytes without Content-Encoding metadata; the project's
+        reader recognises gzip by its magic bytes, so either way reads the same."""
         return self.key.endswith(".gz")
 
 
