@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pendulum
@@ -128,8 +129,11 @@ def test_status_shows_watermarks_lag_queue_operation_and_errors(
     assert text.returncode == EXIT_UNHEALTHY
     assert f"in flight: {RUNNING_TASK} (running) operation {OPERATION}" in text.stdout
     assert "2h05m" in text.stdout and "LAGGING" in text.stdout
-    assert f"last error {FAILED_TASK} (failed): INTERNAL_ERROR crafted <failure> & co" in text.stdout
+    assert f"    {FAILED_TASK}  attempt 1: INTERNAL_ERROR crafted <failure> & co" in text.stdout
+    assert f"  to retry them: cdc retry --task {FAILED_TASK}" in text.stdout
+    assert f"  retrying {RETRYING_TASK} after attempt 1: TransientApiError crafted 503" in text.stdout
     assert text.stdout.rstrip().endswith("status: UNHEALTHY (1 failed task(s); lagging: shop.orders)")
+    assert [e["task"] for e in report["sources"][0]["failed_tasks"]] == [FAILED_TASK]
 
 
 @pytest.mark.stack
@@ -155,6 +159,9 @@ def test_retry_refuses_unknown_and_unfailed_tasks(clean_stack, stack_env, tmp_pa
     assert mixed.returncode == EXIT_BAD_INPUT
     assert f"{RUNNING_TASK} is running" in mixed.stderr
     assert crafted.state.get_task(FAILED_TASK).state == "failed"  # nothing re-queued
+    retried = cdc("retry", "--task", FAILED_TASK, "--json")
+    assert retried.returncode == 0, retried.stderr
+    assert json.loads(retried.stdout) == {"requeued": [FAILED_TASK], "woken": [crafted.config.sources[0].instance]}
 
 
 # ---- backfill --wait and retry through the running pipeline ----------------------------------------------
@@ -177,11 +184,15 @@ def test_backfill_wait_retry_and_forced_rerun(stack, clean_stack, seeded, tmp_pa
     assert result.returncode == EXIT_UNHEALTHY, result.stderr
     assert result.stdout.startswith("published backfill ")
     assert "3 window(s) x 4 table(s) + schema = 15 task(s)" in result.stdout
-    assert result.stdout.rstrip().endswith("done 14, failed 1, of 15")
-    progress = result.stderr.splitlines()
-    assert progress[-1].startswith("[##############################] 15/15  14 done, 1 failed")
     failed = [t.id for t in p.state.tasks_in_state("failed")]
     assert failed == ["shop.20261120T010000.table.orders"]
+    summary = result.stdout.rstrip().splitlines()[-3:]
+    assert summary[0] == "done 14, failed 1, of 15"
+    assert summary[1].startswith(f"failed {failed[0]} (attempt 2): INTERNAL_ERROR ")
+    assert summary[2] == f"to retry: cdc retry --task {failed[0]}"
+    progress = result.stderr.splitlines()
+    assert re.fullmatch(r"\[#{30}\] 15/15  14 done, 1 failed  \d+s elapsed", progress[-1]), progress[-1]
+    assert any(re.search(r", eta \d+", line) for line in progress[1:-1])
     assert cdc("status").returncode == EXIT_UNHEALTHY
 
     p.faults(fail_uri_regex=None)
@@ -195,16 +206,33 @@ def test_backfill_wait_retry_and_forced_rerun(stack, clean_stack, seeded, tmp_pa
     nothing = cdc("retry", "--failed")
     assert nothing.returncode == 0 and nothing.stdout.strip() == "no failed tasks: nothing to retry"
 
-    # Everything is done already: --wait returns at once. --force re-exports, and --wait waits for that.
+    # Everything is done already: nothing is published. --force re-exports, and --wait waits for that.
     again = cdc("backfill", "--start", start, "--end", end, "--wait")
-    assert again.returncode == 0 and again.stdout.rstrip().endswith("done 15, failed 0, of 15")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == "nothing to do: 3 window(s) already exported (--force exports them again)\n"
+    as_json = json.loads(cdc("backfill", "--start", start, "--end", end, "--json").stdout)
+    assert as_json["published"] is None and as_json["skipped_windows"] == 3
     forced = cdc("backfill", "--start", start, "--end", START.add(hours=1).isoformat(), "--tables", "orders",
-                 "--force", "--wait", "--timeout", "120")  # fmt: skip
+                 "--force", "--wait", "--timeout", "120", "--json")  # fmt: skip
     assert forced.returncode == 0, forced.stderr
-    assert "1 window(s) x 1 table(s) + schema = 2 task(s), force" in forced.stdout
+    out = json.loads(forced.stdout)
+    assert (out["windows"], out["tasks"], out["force"], out["complete"], out["failed"]) == (1, 2, True, True, [])
+    assert out["progress"]["states"] == {"done": 2}
     rerun = p.state.get_tasks(["shop.20261120T000000.table.orders", "shop.20261120T000000.schema"])
     assert {t.generation for t in rerun.values()} == {2}
     assert all(t.state == "done" for t in rerun.values())
+
+    # A forced re-export of a done window that fails: a warning (the data is there), not an unhealthy pipeline.
+    p.faults(fail_uri_regex=r"orders_20261120T000000\.g3")
+    broken = cdc("backfill", "--start", start, "--end", START.add(hours=1).isoformat(), "--tables", "orders",
+                 "--force", "--wait", "--timeout", "120")  # fmt: skip
+    assert broken.returncode == EXIT_UNHEALTHY
+    assert "to retry: cdc retry --task shop.20261120T000000.table.orders" in broken.stdout
+    after = cdc("status")
+    assert after.returncode == 0, after.stdout
+    assert "warning: re-export shop.20261120T000000.table.orders (generation 3) failed" in after.stdout
+    assert after.stdout.rstrip().endswith("status: OK, 1 warning(s)")
+    p.faults(fail_uri_regex=None)
 
 
 @pytest.mark.stack
@@ -214,4 +242,4 @@ def test_backfill_wait_times_out_with_exit_3(stack, clean_stack, seeded, tmp_pat
     result = cdc("backfill", "--start", START.isoformat(), "--end", START.add(hours=1).isoformat(), "--wait",
                  "--timeout", "2")  # fmt: skip
     assert result.returncode == 3, (result.stdout, result.stderr)
-    assert "cdc: timed out after 2s" in result.stderr
+    assert "cdc: timed out after 2s" in result.stderr and "(the backfill goes on)" in result.stderr

@@ -3,6 +3,7 @@ cell by cell against the StateStore data it was made from. Chromium comes from `
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import struct
@@ -46,6 +47,8 @@ class _Dom(HTMLParser):
         self.error_text: list[str] = []
         self._in_error = False
         self.external: list[str] = []
+        self.lines: dict[str, tuple[str, str]] = {}
+        self.threshold: str | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
@@ -57,6 +60,10 @@ class _Dom(HTMLParser):
             self.cells[(a["data-source"], a["data-table"], a["data-window"])] = {"state": a["data-state"], **a}
         elif tag == "tr" and "lag-row" in classes:
             self.lag[(a["data-source"], a["data-table"])] = a["data-lag-seconds"]
+        elif tag == "polyline" and "lag-line" in classes:
+            self.lines[a["data-table"]] = (a["data-points"], a["points"])
+        elif tag == "line" and "threshold" in classes:
+            self.threshold = a["data-threshold-seconds"]
         elif tag == "tr" and "error" in classes:
             self.errors.append(a["data-task"])
             self._in_error = True
@@ -82,6 +89,8 @@ def test_report_renders_in_chromium_and_matches_the_state(clean_stack, stack_env
     result = cdc("report", "--html", str(page), "--since", (T0 - HOUR * 3).isoformat(), "--at", clock.isoformat())
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"wrote {page} (35 cells, 2 errors)"
+    one = cdc("report", "--html", str(tmp_path / "one.html"), "--since", (T0 - HOUR).isoformat(), "--windows", "1")
+    assert one.returncode == EXIT_BAD_INPUT  # --since and --windows exclude each other
     html = page.read_text()
     assert not re.search(r"""(src=|href=|url\(|@import)""", html), "the page must not load anything"
 
@@ -95,19 +104,21 @@ def test_report_renders_in_chromium_and_matches_the_state(clean_stack, stack_env
     dom.feed(chromium(tmp_path, "--dump-dom", page.as_uri()).stdout)
     assert dom.external == []
 
-    # Every (table, window) cell, in the data's state; windows without a task are `missing`.
+    # Every (table, window) cell, in the data's state; windows without a task are `missing`, or `before` when
+    # they come before the pipeline's first window (the backfilled one at T0-2h).
     tasks = {(t.table or SCHEMA_ROW, t.low.strftime("%Y%m%dT%H%M%S")): t for t in crafted.state.all_tasks()}
     windows = [(T0 + HOUR * i).strftime("%Y%m%dT%H%M%S") for i in range(-3, 4)]
     rows = [SCHEMA_ROW, *crafted.config.sources[0].table_names]
     assert set(dom.cells) == {("shop", row, w) for row in rows for w in windows}
+    first = (T0 - HOUR * 2).strftime("%Y%m%dT%H%M%S")
     for (_, row, window), cell in dom.cells.items():
         task = tasks.get((row, window))
-        expected = task.state if task else "missing"
+        expected = task.state if task else ("before" if window < first else "missing")
         assert cell["state"] == expected, (row, window)
         assert f"s-{expected}" in cell["class"].split()
         assert ("backfill" in cell["class"].split()) == bool(task and task.backfill)
     states = {c["state"] for c in dom.cells.values()}
-    assert states == {"done", "running", "pending", "failed", "missing"}
+    assert states == {"done", "running", "pending", "failed", "missing", "before"}
     assert dom.cells[("shop", "orders", "20261120T010000")]["state"] == "failed"
 
     # Lag per table: clock minus watermark.
@@ -121,13 +132,56 @@ def test_report_renders_in_chromium_and_matches_the_state(clean_stack, stack_env
     assert "crafted <failure> & co" in "".join(dom.error_text)
 
 
+def _points(data: str) -> list[tuple[pendulum.DateTime, float]]:
+    return [(pendulum.parse(t), float(lag)) for t, lag in (p.rsplit("=", 1) for p in data.split(";"))]
+
+
+def test_lag_chart_in_chromium_matches_the_watermark_log(clean_stack, stack_env, tmp_path: Path, monkeypatch) -> None:
+    """Lag over time (clock minus watermark), drawn from the watermark log: the SVG in Chromium's DOM carries
+    the data it drew, equal to the --json data, and its shape follows the log (a drop of exactly what each move
+    covered, the last point at the clock)."""
+    crafted = craft_queue(use_config(tmp_path, stack_env, monkeypatch))
+    page = tmp_path / "lag.html"
+    result = cdc("report", "--html", str(page), "--since", (T0 - HOUR * 3).isoformat(), "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    dom = _Dom()
+    dom.feed(chromium(tmp_path, "--dump-dom", page.as_uri()).stdout)
+    assert dom.threshold == f"{crafted.config.lag_alert_seconds:g}"
+    tables = crafted.config.sources[0].table_names
+    assert set(dom.lines) == set(tables)
+    clock = pendulum.parse(data["status"]["clock"])
+    log = crafted.state.watermark_history()
+    for table in tables:
+        drawn, svg_points = dom.lines[table]
+        points = _points(drawn)
+        assert [[t.isoformat(), round(lag)] for t, lag in points] == [
+            [t, round(lag)] for t, lag in data["timelines"][0]["lag"][table]
+        ]
+        (move,) = [e for e in log if e["table"] == table]
+        assert points[0] == (T0, 0.0)  # the watermark started at the pipeline's first live window
+        assert points[1] == (move["at"], pytest.approx((move["at"] - move["from"]).total_seconds(), abs=1))
+        assert points[2] == (move["at"], pytest.approx((move["at"] - move["to"]).total_seconds(), abs=1))
+        assert points[-1][0] == clock
+        assert points[-1][1] == pytest.approx(
+            (clock - crafted.state.get_watermark("shop", table)).total_seconds(), abs=1
+        )
+        ys = [float(xy.split(",")[1]) for xy in svg_points.split()]
+        assert len(ys) == len(points)
+        for (_, lag_a), (_, lag_b), y_a, y_b in zip(points, points[1:], ys, ys[1:], strict=False):
+            assert (y_b - y_a) * (lag_b - lag_a) <= 0  # a higher lag is drawn higher up (smaller y)
+
+
 def test_report_of_an_empty_pipeline_and_bad_paths(clean_stack, stack_env, tmp_path: Path, monkeypatch) -> None:
     use_config(tmp_path, stack_env, monkeypatch)
     page = tmp_path / "empty.html"
     result = cdc("report", "--html", str(page), "--windows", "6")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"wrote {page} (30 cells, 0 errors)"
-    assert page.read_text().count('data-state="missing"') == 30
+    assert result.stdout.strip() == f"wrote {page} (0 cells, 0 errors)"  # nothing planned: nothing is "missing"
+    assert "no windows planned yet" in page.read_text() and "no lag recorded yet" in page.read_text()
+    since = cdc("report", "--html", str(page), "--since", "-6h")
+    assert since.returncode == 0 and since.stdout.strip() == f"wrote {page} (30 cells, 0 errors)"
+    assert page.read_text().count('data-state="before"') == 30  # 6 windows x (schema + 4 tables), none planned
 
     unwritable = cdc("report", "--html", str(tmp_path / "no" / "such" / "dir.html"))
     assert unwritable.returncode == EXIT_BAD_INPUT and "cannot write" in unwritable.stderr
