@@ -6,13 +6,15 @@ from typing import Any
 
 from shared.app.ports import ObjectStore, Services
 from shared.core import logs
-from shared.core.columns import UnknownColumns, resolve
+from shared.core.columns import Ref, Star, UnknownColumns, resolve
 from shared.core.config import SourceConfig
 from shared.core.csvformat import Dialect, count_rows
 from shared.core.errors import ManifestError, PermanentError
 from shared.core.manifests import ObjectFacts, build_manifest, manifest_version, parse_schema_csv
 from shared.core.tasks import Task, window_task_ids
 from shared.core.templates import Templates
+from shared.core.verification import schema_drift
+from shared.core.windows import Window
 
 
 def finalize(services: Services, templates: Templates, task: Task) -> None:
@@ -45,12 +47,16 @@ def _write_manifest_if_complete(services: Services, templates: Templates, task: 
     schema_task = next(t for t in tasks if t.table is None)
     snapshot = parse_schema_csv(objects.stream(objects.key_of(schema_task.uri or "")), dialect)
     columns = {t.table: _columns(templates, source, t, snapshot) for t in tasks if t.table is not None}
+    drift = _schema_drift(services, templates, source, window, snapshot)
     facts = {t.uri or "": _facts(objects, t, dialect) for t in tasks}
     version = manifest_version(tasks)
     key = templates.manifest_key(config, source, window, version)
     recorded = state.get_manifest(source.name, window)
     previous = recorded.get("key") if recorded and recorded.get("key") != key else None
     manifest = build_manifest(source, window, tasks, columns, snapshot, facts, services.clock.now(), previous=previous)
+    manifest["schema_drift"] = drift
+    if recorded and recorded.get("pending_reason") and previous:
+        manifest["replaced_because"] = recorded["pending_reason"]
     created = objects.create_json(key, manifest)
     state.save_manifest(source.name, window, {**manifest, "key": key, "status": "written"})
     logs.info(
@@ -63,6 +69,40 @@ def _write_manifest_if_complete(services: Services, templates: Templates, task: 
         version=version,
         rows={t.table: facts[t.uri or ""].rows for t in tasks if t.table is not None},
     )
+
+
+def _schema_drift(
+    services: Services, templates: Templates, source: SourceConfig, window: Any, snapshot: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Columns added, removed or retyped since the previous window's snapshot; each logged (ERROR when a column
+    an export selects is removed or retyped: its CSV changed shape)."""
+    previous_window = Window(source.schedule.previous_boundary(window.low), window.low)
+    previous = services.state.get_manifest(source.name, previous_window)
+    selected: dict[str, set[str]] = {}
+    for table in source.tables:
+        try:
+            shape = templates.output_shape(source, table, window)
+        except PermanentError:
+            continue
+        for spec in shape.specs:
+            if isinstance(spec, Star):
+                for name in [spec.table] if spec.table else shape.tables:
+                    selected.setdefault(name, set()).update(c["name"] for c in snapshot.get(name, []))
+            elif isinstance(spec, Ref):
+                for name in [spec.table] if spec.table else shape.tables:
+                    selected.setdefault(name, set()).add(spec.column)
+    drift = schema_drift(previous.get("schema_snapshot") if previous else None, snapshot, selected)
+    for change in drift:
+        logs.log(
+            change["severity"],
+            f"schema drift: column {change['change']}",
+            source=source.name,
+            instance=source.instance,
+            window_low=window.low,
+            window_high=window.high,
+            **{k: v for k, v in change.items() if k != "severity"},
+        )
+    return drift
 
 
 def _columns(

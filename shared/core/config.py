@@ -33,11 +33,17 @@ The document (defaults in brackets; `local/demo_config.json` is the documented e
         csv             {"escape" ["22"], "quote" ["22"], "fields_terminated_by" ["2C"], "gzip" [false]};
                         characters as two hex digits, as the Admin API wants them
         schema_template ["schema.sql"]  template of the schema query (information_schema.columns)
+        verify [[]]     verification schedule: [{"every": "1h", "lookback": "6h"}, {"every": "1d", "lookback": "7d"}]
+                        re-counts and checksums the last `lookback` of windows every `every` and re-exports windows
+                        whose rows changed after they were exported (see README, "Completeness"); `cdc verify` runs
+                        one on demand
         tables          non-empty list, each:
             name        table name (identifier), unique within the source
             template ["<name>.sql"]  SQL template path under templates/
             watermark_column ["event_timestamp"]  timestamptz column the windows filter on (identifier);
                         also passed to the template as params.watermark_column
+            verify_template ["verify.sql"]  template of the table's verification query (per-window count and
+                        checksum; see templates/verify.sql)
             params [{}] per-table template parameters (identifier strings, numbers or booleans only, so that
                         nothing from the config reaches the SQL except validated identifiers)
 
@@ -124,6 +130,15 @@ class TableConfig:
     template: str
     watermark_column: str = "event_timestamp"
     params: Mapping[str, str | int | float | bool] = field(default_factory=dict, hash=False)
+    verify_template: str = "verify.sql"
+
+
+@dataclass(frozen=True)
+class VerifyRule:
+    """Verify the last `lookback` of windows every `every` (both whole multiples of the source's interval)."""
+
+    every: Duration
+    lookback: Duration
 
 
 @dataclass(frozen=True)
@@ -140,6 +155,7 @@ class SourceConfig:
     csv: CsvOptions
     tables: tuple[TableConfig, ...]
     schema_template: str = "schema.sql"
+    verify: tuple[VerifyRule, ...] = ()
 
     @property
     def instance_project(self) -> str:
@@ -308,13 +324,35 @@ def _table(obj: _Object) -> TableConfig:
         template=obj.get("template", str, f"{name}.sql", "template"),
         watermark_column=obj.get("watermark_column", str, "event_timestamp", "identifier"),
         params=dict(params_obj),
+        verify_template=obj.get("verify_template", str, "verify.sql", "template"),
     )
 
 
-_TABLE_KEYS = ("name", "template", "watermark_column", "params")
+def _verify_rules(obj: _Object, schedule: Schedule) -> tuple[VerifyRule, ...]:
+    rules_doc = obj.get("verify", list, [])
+    rules = []
+    for i, rule_doc in enumerate(rules_doc):
+        rule = _Object(rule_doc, f"{obj.at('verify')}[{i}]", ("every", "lookback"))
+        every = _via(rule.at("every"), rule.get("every", str), parse_duration)
+        lookback = _via(rule.at("lookback"), rule.get("lookback", str), parse_duration)
+        step = schedule.step_seconds
+        for key, value in (("every", every), ("lookback", lookback)):
+            seconds = int(value.total_seconds())
+            if seconds <= 0 or (step is not None and seconds % step):
+                raise ConfigError(
+                    rule.at(key),
+                    rule.doc[key],
+                    f"is not a positive whole number of the source's {schedule.text!r} windows",
+                    hint='e.g. {"every": "1h", "lookback": "6h"} for an hourly source',
+                )
+        rules.append(VerifyRule(every, lookback))
+    return tuple(rules)
+
+
+_TABLE_KEYS = ("name", "template", "watermark_column", "params", "verify_template")
 _SOURCE_KEYS = (
     "name", "instance", "database", "schema", "interval", "settle", "catchup_cap", "start", "offload", "csv",
-    "schema_template", "tables",
+    "schema_template", "tables", "verify",
 )  # fmt: skip
 
 
@@ -354,6 +392,7 @@ def _source(obj: _Object) -> SourceConfig:
         csv=_csv(obj.obj("csv", ("escape", "quote", "fields_terminated_by", "gzip"))),
         tables=tables,
         schema_template=obj.get("schema_template", str, "schema.sql", "template"),
+        verify=_verify_rules(obj, schedule),
     )
 
 

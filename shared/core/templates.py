@@ -16,7 +16,7 @@ object (the export API refuses to overwrite).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -195,6 +195,23 @@ class Templates:
             },
         }
         return self._query(table_config.template, context)
+
+    def render_verify_query(self, source: SourceConfig, table: TableConfig | str, windows: Sequence[Window]) -> str:
+        """The verification query of a table over consecutive windows (templates/verify.sql, or the table's
+        `verify_template`): per window, the source's row count and checksum. Context: the range's window variables
+        (low = the first window's low, high = the last's high), `table`, `database`, `schema`, `tables`, `params`,
+        and `windows` (each with `low` and `high`)."""
+        table_config = source.table(table) if isinstance(table, str) else table
+        context = {
+            **self._window_context(Window(windows[0].low, windows[-1].high)),
+            "table": table_config.name,
+            "database": source.database,
+            "schema": source.schema,
+            "tables": source.table_names,
+            "windows": list(windows),
+            "params": {"watermark_column": table_config.watermark_column, **table_config.params},
+        }
+        return self._query(table_config.verify_template, context)
 
     def output_shape(self, source: SourceConfig, table: TableConfig | str, window: Window) -> QueryShape:
         """The output columns of a table's export query (shared/core/columns.py); TemplateError, naming the
