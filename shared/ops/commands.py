@@ -284,7 +284,8 @@ def _run_backfill(args: argparse.Namespace, config: Config) -> int:
     else:
         print(f"done {progress.states['done']}, failed {progress.states['failed']}, of {progress.total}")
         for error in failed:
-            print(f"failed {error.task} (attempt {error.attempts}): {error.one_line[:300]}")
+            kept = "; a re-export: the earlier export is still in place" if error.reexport else ""
+            print(f"failed {error.task} (attempt {error.attempts}{kept}): {error.one_line[:300]}")
         if failed:
             print(f"to retry: {retry_command([e.task for e in failed])}")
     if not progress.complete:
