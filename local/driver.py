@@ -95,7 +95,7 @@ class Driver:
         """Every done table task compared row for row with the source's `[low, high)`."""
         checks = []
         for task in sorted(self.clients.state.tasks_in_state("done"), key=lambda t: (t.low, t.table or "")):
-            if task.table is None:
+            if task.table is None or task.purpose != "export":
                 continue
             source = self.config.source(task.source)
             exported = self.read_export(source, task.uri or "")

@@ -14,13 +14,13 @@ from functools import cache
 from typing import Any
 
 from shared.adapters.clients import Clients
-from shared.app.planner import plan_backfill, plan_tick
+from shared.app.planner import plan_backfill, plan_tick, plan_verify
 from shared.app.worker import run_work
 from shared.core import logs
 from shared.core.config import Config
 from shared.core.environment import load_config
 from shared.core.errors import ConfigError, MessageError, PermanentError, RetryableError, context
-from shared.core.messages import Backfill, Tick, Work, parse_event
+from shared.core.messages import Backfill, Message, Tick, Verify, Work, parse_event
 from shared.core.templates import Templates
 
 
@@ -55,11 +55,13 @@ def _event_id(cloud_event: Any) -> str | None:
 def handle_ticks(cloud_event: Any) -> None:
     """Planner entry: ticks and backfill requests from the ticks topic."""
 
-    def dispatch(message: Tick | Backfill | Work) -> None:
+    def dispatch(message: Message) -> None:
         if isinstance(message, Tick):
             plan_tick(message, clients())
         elif isinstance(message, Backfill):
             plan_backfill(message, clients())
+        elif isinstance(message, Verify):
+            plan_verify(message, clients())
         else:
             raise MessageError(
                 "a work message arrived on the ticks topic",
@@ -73,12 +75,12 @@ def handle_ticks(cloud_event: Any) -> None:
 def handle_work(cloud_event: Any) -> None:
     """Worker entry: `work` messages from the work topic."""
 
-    def dispatch(message: Tick | Backfill | Work) -> None:
+    def dispatch(message: Message) -> None:
         if not isinstance(message, Work):
             raise MessageError(
                 f"a {type(message).__name__.lower()} message arrived on the work topic",
                 message_id=message.message_id,
-                hint="publish ticks and backfills to the ticks topic",
+                hint="publish ticks, backfills and verifications to the ticks topic",
             )
         run_work(message, clients(), templates())
 

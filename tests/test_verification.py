@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pendulum
 import pytest
 
-from shared.app.planner import plan_tick
+from shared.app.planner import plan_tick, plan_verify
 from shared.core.config import parse_config
 from shared.core.csvformat import Dialect
 from shared.core.errors import ConfigError
-from shared.core.messages import Tick
+from shared.core.messages import Tick, Verify
 from shared.core.templates import Templates
 from shared.core.verification import WindowCount, compare, parse_counts, schema_drift
 from shared.core.windows import Window
@@ -110,3 +111,82 @@ def test_schema_drift_is_recorded_in_the_manifest_and_logged(capsys: pytest.Capt
     assert drift == {("orders", "extra", "added", "WARNING"), ("orders", "customer_id", "retyped", "ERROR")}
     logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "schema drift" in line]
     assert {(e["severity"], e["column"]) for e in logged} == {("WARNING", "extra"), ("ERROR", "customer_id")}
+
+
+class FakeSource:
+    """Rows per (table, window low) in the source; the fake Admin API exports what it holds at export time."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], int] = {}
+        self.version: dict[tuple[str, str], int] = {}
+
+    def content(self, body: dict) -> bytes:
+        query = body["exportContext"]["csvExportOptions"]["selectQuery"]
+        if "information_schema" in query:
+            return SCHEMA_CSV
+        if "WITH w(low, high)" in query:
+            table = re.search(r"LEFT JOIN public\.(\w+)", query).group(1)
+            lows = re.findall(r"\(TIMESTAMPTZ '([^']+)', TIMESTAMPTZ", query)
+            return "".join(
+                f"{low},{self.rows.get((table, low), 1)},{self.version.get((table, low), 0)}\n" for low in lows
+            ).encode()
+        table = re.search(r"FROM public\.(\w+)", query).group(1)
+        low = re.search(r">= TIMESTAMPTZ '([^']+)'", query).group(1)
+        return b"".join(b"%d,a\n" % i for i in range(self.rows.get((table, low), 1)))
+
+
+def test_late_rows_are_found_and_repaired_as_a_new_generation_and_an_unchanged_range_is_left_alone() -> None:
+    source_rows = FakeSource()
+    svc = FakeServices(parse_config(config_doc()), start=T0.add(hours=3, minutes=10), content=source_rows.content)
+    templates = Templates()
+    plan_tick(Tick("t", svc.clock.now(), svc.clock.now()), svc)
+    svc.bus.published.clear()
+    svc.drain(INSTANCE, templates)
+    assert {t.state for t in svc.state.all_tasks()} == {"done"}
+    late = (T0 + HOUR).isoformat()
+    source_rows.rows[("orders", late)] = 3  # two rows committed after their window was exported
+    source_rows.version[("orders", late)] = 7
+
+    def verify() -> None:
+        message = Verify("v", svc.clock.now(), T0, T0 + HOUR * 3, "shop", ("orders", "payments"))
+        plan_verify(message, svc)
+        svc.bus.published.clear()
+        svc.drain(INSTANCE, templates)
+
+    verify()
+    window = Window(T0 + HOUR, T0 + HOUR * 2)
+    repaired = svc.state.get_task(f"shop.{window.ts_nodash}.table.orders")
+    assert repaired.state == "done" and repaired.generation == 2 and repaired.uri.endswith(".g2.csv")
+    record = svc.state.get_manifest("shop", window)
+    assert record["version"] == 2 and record["previous"].endswith("/_manifest.json")
+    assert record["replaced_because"]["rows_exported"] == 1 and record["replaced_because"]["rows_now"] == 3
+    assert next(o for o in record["objects"] if o["table"] == "orders")["rows"] == 3
+    assert svc.sqladmin.overwrite_attempts == 0
+    assert any(k.endswith("_manifest.v2.json") for k in svc.objects.data)
+    # The watermark never moved back, and a second verification of the unchanged range re-exports nothing.
+    assert svc.state.get_watermark("shop", "orders") == T0 + HOUR * 3
+    exports_before = len([u for u in svc.sqladmin.exported if "/raw/" in u])
+    svc.clock.advance(60)
+    verify_twice = Verify("v2", svc.clock.now(), T0, T0 + HOUR * 3, "shop", ("orders", "payments"))
+    plan_verify(verify_twice, svc)
+    svc.bus.published.clear()
+    svc.drain(INSTANCE, templates)
+    assert len([u for u in svc.sqladmin.exported if "/raw/" in u]) == exports_before
+
+
+def test_a_scheduled_verification_is_planned_once_per_period_behind_live_work() -> None:
+    doc = config_doc()
+    doc["sources"][0]["verify"] = [{"every": "2h", "lookback": "2h"}]
+    svc = FakeServices(parse_config(doc), start=T0.add(hours=4, minutes=10), content=FakeSource().content)
+    for minutes in (0, 20):
+        svc.clock.advance(minutes * 60)
+        plan_tick(Tick("t", svc.clock.now(), svc.clock.now()), svc)
+    verifications = [t for t in svc.state.all_tasks() if t.purpose == "verify"]
+    assert sorted((t.table, t.low, t.high) for t in verifications) == [
+        ("orders", T0 + HOUR * 2, T0 + HOUR * 4),
+        ("payments", T0 + HOUR * 2, T0 + HOUR * 4),
+    ]
+    pending = svc.state.next_pending(INSTANCE, limit=100)
+    first_verify = next(i for i, t in enumerate(pending) if t.purpose == "verify")
+    assert all(t.purpose == "export" for t in pending[:first_verify])
+    assert all(t.priority == 0 for t in pending if t.purpose == "export")

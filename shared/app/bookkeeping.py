@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.app.ports import ObjectStore, Services
+from shared.app.verify import apply_verification
 from shared.core import logs
 from shared.core.columns import Ref, Star, UnknownColumns, resolve
 from shared.core.config import SourceConfig
@@ -24,6 +25,10 @@ def finalize(services: Services, templates: Templates, task: Task) -> None:
     `cdc status`) and never stops the chain; a transient failure (Cloud Storage, Firestore) propagates, and the
     task stays unfinalized so the next invocation's recovery tries again.
     """
+    if task.purpose == "verify":
+        apply_verification(services, task)
+        services.state.mark_finalized(task)
+        return
     now = services.clock.now()
     if task.table is not None:
         moved = services.state.advance_watermark(task.source, task.table, now)
@@ -58,7 +63,8 @@ def _write_manifest_if_complete(services: Services, templates: Templates, task: 
     if recorded and recorded.get("pending_reason") and previous:
         manifest["replaced_because"] = recorded["pending_reason"]
     created = objects.create_json(key, manifest)
-    state.save_manifest(source.name, window, {**manifest, "key": key, "status": "written"})
+    kept = {"verified": recorded["verified"]} if recorded and recorded.get("verified") else {}
+    state.save_manifest(source.name, window, {**manifest, **kept, "key": key, "status": "written"})
     logs.info(
         "window complete; manifest written" if created else "window complete; manifest was already written",
         source=source.name,

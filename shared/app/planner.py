@@ -13,10 +13,10 @@ import pendulum
 
 from shared.app.ports import Services
 from shared.core import logs
-from shared.core.config import SourceConfig
-from shared.core.messages import Backfill, Tick
-from shared.core.tasks import BACKFILL_PRIORITY, LIVE_PRIORITY, window_tasks
-from shared.core.windows import Due, backfill_windows, due_windows, lag_seconds
+from shared.core.config import SourceConfig, VerifyRule
+from shared.core.messages import Backfill, Tick, Verify
+from shared.core.tasks import BACKFILL_PRIORITY, LIVE_PRIORITY, verify_tasks, window_tasks
+from shared.core.windows import Due, backfill_windows, due_windows, lag_seconds, settled_high
 
 
 def due_for(source: SourceConfig, clock: pendulum.DateTime, planned_through: pendulum.DateTime | None) -> Due:
@@ -58,8 +58,60 @@ def plan_tick(tick: Tick, services: Services) -> None:
                 windows=len(due.windows),
                 tasks_created=created.created,
             )
+        _plan_scheduled_verification(services, source, tick.clock)
         _log_lag(services, source, tick.clock)
     _wake(services, services.config.instances())
+
+
+def verification_range(
+    source: SourceConfig, rule: VerifyRule, clock: pendulum.DateTime
+) -> tuple[pendulum.DateTime, pendulum.DateTime] | None:
+    """The range a verification rule covers at `clock`: the `lookback` before the latest multiple of `every` that
+    is settled (epoch-aligned, so every tick until the next multiple names the same range: planning is idempotent),
+    never before the source's start."""
+    settled = settled_high(source.schedule, clock, source.settle)
+    every = int(rule.every.total_seconds())
+    mark = pendulum.from_timestamp(settled.int_timestamp - settled.int_timestamp % every, tz="UTC")
+    mark = source.schedule.floor(mark)
+    low = source.schedule.floor(mark.subtract(seconds=rule.lookback.total_seconds()))
+    if source.start is not None:
+        low = max(low, source.start)
+    return (low, mark) if low < mark else None
+
+
+def _plan_scheduled_verification(services: Services, source: SourceConfig, clock: pendulum.DateTime) -> None:
+    for rule in source.verify:
+        span = verification_range(source, rule, clock)
+        if span is None:
+            continue
+        created = services.state.create_tasks(verify_tasks(source, *span, source.table_names))
+        if created.created:
+            logs.info(
+                "verification planned",
+                source=source.name,
+                instance=source.instance,
+                window_low=span[0],
+                window_high=span[1],
+                tables=len(source.tables),
+                every_seconds=rule.every.total_seconds(),
+            )
+
+
+def plan_verify(request: Verify, services: Services) -> None:
+    """Queue an on-demand verification (`cdc verify`) behind live work."""
+    source = services.config.source(request.source)
+    created = services.state.create_tasks(verify_tasks(source, request.start, request.end, request.tables))
+    logs.info(
+        "verification planned",
+        source=source.name,
+        instance=source.instance,
+        window_low=request.start,
+        window_high=request.end,
+        tables=len(request.tables),
+        tasks_created=created.created,
+        message_id=request.message_id,
+    )
+    _wake(services, [source.instance])
 
 
 def _log_lag(services: Services, source: SourceConfig, clock: pendulum.DateTime) -> None:

@@ -36,10 +36,15 @@ def prepare(config: Config, templates: Templates, task: Task) -> Prepared:
     """Render the task's export; raises TemplateError or TaskConfigMissing (permanent for the task)."""
     source = source_of(config, task)
     window = task.window
-    if task.table is None:
-        query = templates.render_schema_query(source, window)
+    if task.purpose == "verify":
+        windows = source.schedule.windows_between(task.low, task.high)
+        query = templates.render_verify_query(source, task.table or "", windows)
+        key = templates.verify_key(config, source, task.table or "", window, task.generation)
     else:
-        query = templates.render_query(source, source.table(task.table), window)
-    key = templates.object_key(config, source, task.table, window, task.generation)
+        if task.table is None:
+            query = templates.render_schema_query(source, window)
+        else:
+            query = templates.render_query(source, source.table(task.table), window)
+        key = templates.object_key(config, source, task.table, window, task.generation)
     uri = export_uri(config, key)
     return Prepared(task, uri, task.generation, export_request_body(source, query, uri, task.offload))

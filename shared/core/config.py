@@ -10,8 +10,8 @@ The document (defaults in brackets; `local/demo_config.json` is the documented e
     root ["cdc"]        prefix of every object key, without leading or trailing '/'
     firestore           {"database" ["(default)"], "prefix" ["cdc_"]}: database and collection name prefix
     topics              {"ticks" ["cdc-ticks"], "work" ["cdc-work"]}: Pub/Sub topic names
-    layout              {"table", "schema", "manifest"}: names of the object-key templates under templates/
-                        [keys/table.j2, keys/schema.j2, keys/manifest.j2]; see shared/core/templates.py
+    layout              {"table", "schema", "manifest", "verify"}: names of the object-key templates under templates/
+                        [keys/table.j2, keys/schema.j2, keys/manifest.j2, keys/verify.j2]; see shared/core/templates.py
     backfill            {"max_windows" [2000]}: largest number of windows one backfill message may span
     worker              {"budget_seconds" [300] (at most 540, the function timeout), "lease_seconds" [60],
                          "max_attempts" [3], "poll_initial_seconds" [0.05], "poll_max_seconds" [5],
@@ -71,6 +71,7 @@ from shared.core.windows import Schedule, parse_duration, parse_timestamp
 DEFAULT_TABLE_LAYOUT = "keys/table.j2"
 DEFAULT_SCHEMA_LAYOUT = "keys/schema.j2"
 DEFAULT_MANIFEST_LAYOUT = "keys/manifest.j2"
+DEFAULT_VERIFY_LAYOUT = "keys/verify.j2"
 MAX_FUNCTION_SECONDS = 540
 
 IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -189,6 +190,7 @@ class KeyLayout:
     table: str = DEFAULT_TABLE_LAYOUT
     schema: str = DEFAULT_SCHEMA_LAYOUT
     manifest: str = DEFAULT_MANIFEST_LAYOUT
+    verify: str = DEFAULT_VERIFY_LAYOUT
 
 
 @dataclass(frozen=True)
@@ -437,11 +439,12 @@ def parse_config(doc: dict[str, Any], *, sqladmin_endpoint: str | None = None) -
     )  # fmt: skip
     firestore = top.obj("firestore", ("database", "prefix"))
     topics = top.obj("topics", ("ticks", "work"))
-    layout_obj = top.obj("layout", ("table", "schema", "manifest"))
+    layout_obj = top.obj("layout", ("table", "schema", "manifest", "verify"))
     layout = KeyLayout(
         table=layout_obj.get("table", str, DEFAULT_TABLE_LAYOUT, "template"),
         schema=layout_obj.get("schema", str, DEFAULT_SCHEMA_LAYOUT, "template"),
         manifest=layout_obj.get("manifest", str, DEFAULT_MANIFEST_LAYOUT, "template"),
+        verify=layout_obj.get("verify", str, DEFAULT_VERIFY_LAYOUT, "template"),
     )
     worker_obj = top.obj(
         "worker",

@@ -11,8 +11,9 @@ and publish time then fall back to the CloudEvent's `id` and `time`.) The JSON p
     {"kind": "backfill", "start": ..., "end": ..., "source"?: name, "tables"?: [names], "force"?: bool,
      "offload"?: bool}
     {"kind": "work", "instance": "project:instance"}
+    {"kind": "verify", "start": ..., "end": ..., "source"?: name, "tables"?: [names]}   (same rules as a backfill)
 
-Backfill rules: `source` may be left out only when the config has exactly one source (a backfill is an
+Backfill (and verify) rules: `source` may be left out only when the config has exactly one source (a backfill is an
 operator's deliberate act; with several sources, guessing could export the wrong database). `tables`
 defaults to all of the source's tables and may only name configured ones. `start`/`end` must be on the
 source's grid, `end` after `start`, at most `backfill.max_windows` windows, and `end` no later than the
@@ -44,6 +45,7 @@ _KEYS = {
     "tick": ("kind", "at"),
     "backfill": ("kind", "start", "end", "source", "tables", "force", "offload"),
     "work": ("kind", "instance"),
+    "verify": ("kind", "start", "end", "source", "tables"),
 }
 
 
@@ -75,7 +77,19 @@ class Work:
     instance: str
 
 
-Message = Tick | Backfill | Work
+@dataclass(frozen=True)
+class Verify:
+    """An on-demand verification of a range of windows (`cdc verify`): resolved like a backfill."""
+
+    message_id: str
+    published: DateTime
+    start: DateTime
+    end: DateTime
+    source: str
+    tables: tuple[str, ...]
+
+
+Message = Tick | Backfill | Work | Verify
 
 
 def _iso(t: datetime) -> str:
@@ -93,6 +107,17 @@ def tick_message(at: datetime | None = None) -> bytes:
 
 def work_message(instance: str) -> bytes:
     return encode({"kind": "work", "instance": instance})
+
+
+def verify_message(
+    start: datetime, end: datetime, *, source: str | None = None, tables: Sequence[str] | None = None
+) -> bytes:
+    message: dict[str, Any] = {"kind": "verify", "start": _iso(start), "end": _iso(end)}
+    if source is not None:
+        message["source"] = source
+    if tables is not None:
+        message["tables"] = list(tables)
+    return encode(message)
 
 
 def backfill_message(
@@ -194,12 +219,12 @@ class _Parser:
             raise self.fail(f"instance {instance!r} is not the instance of any configured source (known: {known})")
         return Work(message_id=self.message_id or "", published=published, instance=instance)
 
-    def backfill_source(self, body: Mapping[str, Any]) -> SourceConfig:
+    def request_source(self, kind: str, body: Mapping[str, Any]) -> SourceConfig:
         name = body.get("source")
         if name is None:
             if len(self.config.sources) > 1:
                 names = ", ".join(s.name for s in self.config.sources)
-                raise self.fail(f"backfill names no source and the config has several ({names})", 'add "source"')
+                raise self.fail(f"{kind} names no source and the config has several ({names})", 'add "source"')
             return self.config.sources[0]
         if not isinstance(name, str):
             raise self.fail(f"source {name!r} is not a source name")
@@ -208,7 +233,7 @@ class _Parser:
         except ConfigError as e:
             raise self.fail(f"source {name!r} {e.problem}") from e
 
-    def backfill_tables(self, source: SourceConfig, body: Mapping[str, Any]) -> tuple[str, ...]:
+    def request_tables(self, source: SourceConfig, body: Mapping[str, Any]) -> tuple[str, ...]:
         tables = body.get("tables")
         if tables is None:
             return source.table_names
@@ -222,13 +247,17 @@ class _Parser:
             raise self.fail(f"tables {tables!r} lists a table twice")
         return tuple(tables)
 
-    def backfill(self, published: DateTime, body: Mapping[str, Any]) -> Backfill:
+    def settled_range(
+        self, kind: str, published: DateTime, body: Mapping[str, Any]
+    ) -> tuple[SourceConfig, DateTime, DateTime]:
+        """The source and [start, end) of a backfill or verify request: on the grid, within the window cap,
+        settled at publish time."""
         for key in ("start", "end"):
             if key not in body:
-                raise self.fail(f"backfill has no {key!r}")
+                raise self.fail(f"{kind} has no {key!r}")
         start = self.timestamp(body["start"], "start")
         end = self.timestamp(body["end"], "end")
-        source = self.backfill_source(body)
+        source = self.request_source(kind, body)
         try:
             backfill_windows(
                 source.schedule,
@@ -240,14 +269,29 @@ class _Parser:
                 clock_name="publish time",
             )
         except WindowError as e:
-            raise self.fail(f"backfill {e.detail}", e.hint or None) from e
+            raise self.fail(f"{kind} {e.detail}", e.hint or None) from e
+        return source, start, end
+
+    def verify(self, published: DateTime, body: Mapping[str, Any]) -> Verify:
+        source, start, end = self.settled_range("verify", published, body)
+        return Verify(
+            message_id=self.message_id or "",
+            published=published,
+            start=start,
+            end=end,
+            source=source.name,
+            tables=self.request_tables(source, body),
+        )
+
+    def backfill(self, published: DateTime, body: Mapping[str, Any]) -> Backfill:
+        source, start, end = self.settled_range("backfill", published, body)
         return Backfill(
             message_id=self.message_id or "",
             published=published,
             start=start,
             end=end,
             source=source.name,
-            tables=self.backfill_tables(source, body),
+            tables=self.request_tables(source, body),
             force=self.flag(body, "force", False),
             offload=self.flag(body, "offload", source.offload),
         )
@@ -267,4 +311,6 @@ def parse_event(cloud_event: Any, config: Config) -> Message:
         return parser.tick(published, body)
     if body["kind"] == "work":
         return parser.work(published, body)
+    if body["kind"] == "verify":
+        return parser.verify(published, body)
     return parser.backfill(published, body)

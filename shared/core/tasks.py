@@ -23,7 +23,10 @@ from shared.core.config import SourceConfig
 from shared.core.windows import Window, ts_nodash
 
 TaskState = Literal["pending", "submitting", "running", "done", "failed"]
-TaskKind = Literal["schema", "table"]
+TaskKind = Literal["schema", "table", "verify"]
+TaskPurpose = Literal["export", "verify"]
+"""`export`: one window of a table (or its schema); `verify`: counts and checksums of a table over a range of
+windows (shared/core/verification.py)."""
 
 OPEN_STATES: tuple[TaskState, ...] = ("pending", "submitting", "running")
 """Not finished: the chain still owes work on these."""
@@ -42,6 +45,11 @@ def task_id(source: str, window_low: pendulum.DateTime, table: str | None) -> st
     """Deterministic task id; `table` None is the window's schema task."""
     ts = ts_nodash(window_low)
     return f"{source}.{ts}.schema" if table is None else f"{source}.{ts}.table.{table}"
+
+
+def verify_task_id(source: str, low: pendulum.DateTime, high: pendulum.DateTime, table: str) -> str:
+    """Deterministic id of a verification of `table` over [low, high)."""
+    return f"{source}.{ts_nodash(low)}.verify.{table}.{ts_nodash(high)}"
 
 
 def window_task_ids(source: str, window_low: pendulum.DateTime, tables: Iterable[str]) -> list[str]:
@@ -78,14 +86,19 @@ class Task:
     created_at: pendulum.DateTime | None = None
     submitted_at: pendulum.DateTime | None = None
     done_at: pendulum.DateTime | None = None
+    purpose: TaskPurpose = "export"
     update_time: Any = field(default=None, compare=False, repr=False)
 
     @property
     def id(self) -> str:
+        if self.purpose == "verify":
+            return verify_task_id(self.source, self.low, self.high, self.table or "")
         return task_id(self.source, self.low, self.table)
 
     @property
     def kind(self) -> TaskKind:
+        if self.purpose == "verify":
+            return "verify"
         return "schema" if self.table is None else "table"
 
     @property
@@ -95,7 +108,7 @@ class Task:
     @property
     def order_key(self) -> str:
         """Priority first (live before backfill), then oldest window, then the schema before tables."""
-        table_part = "0" if self.table is None else f"1{self.table}"
+        table_part = "0" if self.table is None else f"{2 if self.purpose == 'verify' else 1}{self.table}"
         return f"{self.priority}|{ts_nodash(self.low)}|{self.source}|{table_part}"
 
     def ready(self, now: pendulum.DateTime) -> bool:
@@ -138,6 +151,27 @@ def window_tasks(
         )
         for window in windows
         for table in [None, *names]
+    ]
+
+
+def verify_tasks(
+    source: SourceConfig, low: pendulum.DateTime, high: pendulum.DateTime, tables: Iterable[str]
+) -> list[Task]:
+    """One verification task per table over [low, high), queued behind live work."""
+    return [
+        Task(
+            source=source.name,
+            instance=source.instance,
+            database=source.database,
+            table=table,
+            low=low,
+            high=high,
+            priority=BACKFILL_PRIORITY,
+            backfill=True,
+            offload=source.offload,
+            purpose="verify",
+        )
+        for table in tables
     ]
 
 

@@ -289,6 +289,12 @@ class Templates:
         context["table"] = source.table(table_name).name
         return self._key(config.layout.table, context, extension, generation)
 
+    def verify_key(self, config: Config, source: SourceConfig, table: str, window: Window, generation: int = 1) -> str:
+        """Key of a table's verification export over `window` (a range of the source's windows)."""
+        context = {**self._key_context(config, source, window), "table": source.table(table).name}
+        extension = ".csv.gz" if source.csv.gzip else ".csv"
+        return self._key(config.layout.verify, context, extension, generation)
+
     def manifest_key(self, config: Config, source: SourceConfig, window: Window, version: int = 1) -> str:
         """Key of a window's manifest; version N > 1 (after re-exports) inserts `.v<N>`: a manifest is never
         replaced, so writing one needs `storage.objects.create` only."""
