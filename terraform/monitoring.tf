@@ -40,6 +40,8 @@ resource "time_sleep" "log_metrics_propagate" {
     function_errors          = google_logging_metric.function_errors.id
     table_lag                = google_logging_metric.table_lag.id
     table_lag_over_threshold = google_logging_metric.table_lag_over_threshold.id
+    verification_repairs     = google_logging_metric.verification_repairs.id
+    schema_drift             = google_logging_metric.schema_drift.id
   }
 }
 

@@ -210,12 +210,14 @@ variable "max_delivery_attempts" {
 }
 
 variable "alerts" {
-  description = "Which alert policies to create. Each is one condition, billed by Cloud Monitoring at $1.50 per condition per month (plus $0.35 per million time series read); false removes it. errors: ERROR records the functions log themselves (failed exports, gaps, bad messages; not lag, not retries). dead_letters: a message gave up after max_delivery_attempts. lag: a table lags past lag_alert_seconds. absent: no freshness report for 30 minutes (planner not running)."
+  description = "Which alert policies to create. Each is one condition, billed by Cloud Monitoring at $1.50 per condition per month (plus $0.35 per million time series read); false removes it. errors: ERROR records the functions log themselves (failed exports, gaps, bad messages; not lag, not retries). dead_letters: a message gave up after max_delivery_attempts. lag: a table lags past lag_alert_seconds. absent: no freshness report for 30 minutes (planner not running). repairs: a verification re-exported a window whose rows changed after export. schema_drift: a source table's columns changed."
   type = object({
     errors       = optional(bool, true)
     dead_letters = optional(bool, true)
     lag          = optional(bool, true)
     absent       = optional(bool, true)
+    repairs      = optional(bool, true)
+    schema_drift = optional(bool, true)
   })
   default = {}
 }

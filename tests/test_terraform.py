@@ -560,6 +560,8 @@ def test_alerts_can_be_switched_off_one_by_one() -> None:
         "dead_letters": "dead_letters",
         "table_lag": "lag",
         "table_lag_absent": "absent",
+        "verification_repairs": "repairs",
+        "schema_drift": "schema_drift",
     }
     policies = resources("google_monitoring_alert_policy")
     assert set(policies) == set(switches)
