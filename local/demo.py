@@ -17,7 +17,7 @@ from collections import defaultdict
 
 import pendulum
 
-from local.demo_data import seed
+from local.demo_data import delete_one, insert_row, seed
 from local.driver import Driver
 from local.stack import Stack
 from shared.core.environment import load_config
@@ -62,8 +62,32 @@ def main(argv: list[str] | None = None) -> int:
     waited = driver.wait_idle(timeout=180, expect_tasks=tasks_expected)
     print(f"   chain idle after {waited:.1f} s")
 
+    print("\n== after export: 3 late rows committed into a closed window, and 1 row deleted from another")
+    late_window, delete_window = start.add(hours=1), start.add(hours=2)
+    for i in range(3):
+        insert_row(stack.pg_dsn("postgres"), "orders", 10_000_000 + i, late_window.add(minutes=20 + i))
+    deleted = delete_one(stack.pg_dsn("postgres"), "payments", delete_window, delete_window.add(hours=1))
+    counts["orders"] += 3
+    counts["payments"] -= deleted
+    print(f"   orders +3 rows in [{late_window.isoformat()}, +1h)")
+    print(f"   payments -{deleted} row in [{delete_window.isoformat()}, +1h)")
+
+    print("\n== verification (what `cdc verify` runs): one export per table over all windows, behind live work")
+    end = start.add(hours=args.hours)
+    driver.verify(start, end)
+    waited = driver.wait_idle(timeout=180, expect_tasks=tasks_expected + len(source.tables))
     state = driver.clients.state
-    tasks = sorted(state.all_tasks(), key=lambda t: (t.low, t.table or ""))
+    verifications = [t for t in state.all_tasks() if t.purpose == "verify"]
+    repaired = [m for m in state.manifests() if m.get("replaced_because")]
+    print(f"   {len(verifications)} verification exports, idle after {waited:.1f} s; windows repaired: {len(repaired)}")
+    for manifest in sorted(repaired, key=lambda m: m["window"]["low"]):
+        why = manifest["replaced_because"]
+        print(
+            f"   {why['table']:<10} [{manifest['window']['low']}, +1h): {why['rows_exported']:,} rows exported, "
+            f"{why['rows_now']:,} now -> re-exported; manifest v{manifest['version']} replaces {manifest['previous']}"
+        )
+
+    tasks = sorted((t for t in state.all_tasks() if t.purpose == "export"), key=lambda t: (t.low, t.table or ""))
     print(f"\n== objects in gs://{config.bucket} ({len(tasks)} exports)")
     checks = {(c.table, c.low): c for c in driver.reconcile(stack.pg_dsn("postgres"))}
     for task in tasks:

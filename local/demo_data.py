@@ -129,6 +129,19 @@ def insert_row(dsn: str, table: str, row_id: int, at: pendulum.DateTime, databas
         )
 
 
+def delete_one(dsn: str, table: str, low: pendulum.DateTime, high: pendulum.DateTime, database: str = "shop") -> int:
+    """Delete the first row of `[low, high)` (a delete after export); returns how many rows went (0 or 1)."""
+    with _connect(dsn, database) as conn:
+        cur = conn.execute(
+            sql.SQL(
+                "DELETE FROM {t} WHERE id = (SELECT id FROM {t} WHERE event_timestamp >= %s AND event_timestamp < %s "
+                "ORDER BY id LIMIT 1)"
+            ).format(t=sql.Identifier(table)),
+            (low, high),
+        )
+        return cur.rowcount
+
+
 def source_rows(
     dsn: str, table: str, low: pendulum.DateTime, high: pendulum.DateTime, database: str = "shop"
 ) -> list[tuple[str | None, ...]]:

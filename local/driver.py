@@ -17,7 +17,7 @@ from local.demo_data import source_rows
 from shared.adapters.clients import Clients
 from shared.core.config import Config, SourceConfig
 from shared.core.csvformat import read_rows
-from shared.core.messages import encode, tick_message
+from shared.core.messages import encode, tick_message, verify_message
 from shared.core.tasks import OPEN_STATES, Task
 
 
@@ -49,6 +49,10 @@ class Driver:
         """A backfill request; `options` go into the message as they are (tests send malformed ones too)."""
         body = {"kind": "backfill", "start": start.isoformat(), "end": end.isoformat(), **options}
         return self.clients.bus.publish_ticks(encode(body))
+
+    def verify(self, start: pendulum.DateTime, end: pendulum.DateTime, **options: Any) -> str:
+        """An on-demand verification of [start, end) (what `cdc verify` publishes)."""
+        return self.clients.bus.publish_ticks(verify_message(start, end, **options))
 
     def work(self, instance: str) -> str:
         return self.clients.bus.publish_work(instance)
