@@ -237,5 +237,10 @@ def test_a_permanently_failing_export_stops_the_watermark_but_not_the_chain(pipe
     assert p.state.get_watermark("shop", "orders") == START.add(hours=1)
     for table in ("payments", "shipments", "page_views"):
         assert p.state.get_watermark("shop", table) == START.add(hours=3)
-    # Retries never reused an object name that an earlier attempt could have written.
-    assert len(p.objects()) == len(set(p.objects()))
+    # Retries never tried to overwrite an object: no export in the emulator's log was refused because its
+    # object already existed, and each attempt of the failing task is an operation of that log.
+    exports = [op for op in p.operations() if op.get("uri")]
+    refused = [op["uri"] for op in exports if (op["error"] or {}).get("code") == "ALREADY_EXISTS"]
+    assert refused == []
+    failing = [op for op in exports if "orders_20261120T010000" in op["uri"]]
+    assert [op["error"]["code"] for op in failing] == ["INTERNAL_ERROR"] * failed[0].attempts
