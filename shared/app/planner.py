@@ -100,7 +100,8 @@ def _plan_scheduled_verification(services: Services, source: SourceConfig, clock
 def plan_verify(request: Verify, services: Services) -> None:
     """Queue an on-demand verification (`cdc verify`) behind live work."""
     source = services.config.source(request.source)
-    created = services.state.create_tasks(verify_tasks(source, request.start, request.end, request.tables))
+    tasks = verify_tasks(source, request.start, request.end, request.tables, run=request.message_id)
+    created = services.state.create_tasks(tasks)
     logs.info(
         "verification planned",
         source=source.name,

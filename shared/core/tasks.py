@@ -47,9 +47,13 @@ def task_id(source: str, window_low: pendulum.DateTime, table: str | None) -> st
     return f"{source}.{ts}.schema" if table is None else f"{source}.{ts}.table.{table}"
 
 
-def verify_task_id(source: str, low: pendulum.DateTime, high: pendulum.DateTime, table: str) -> str:
-    """Deterministic id of a verification of `table` over [low, high)."""
-    return f"{source}.{ts_nodash(low)}.verify.{table}.{ts_nodash(high)}"
+def verify_task_id(
+    source: str, low: pendulum.DateTime, high: pendulum.DateTime, table: str, run: str | None = None
+) -> str:
+    """Deterministic id of a verification of `table` over [low, high): one per schedule period, or one per
+    on-demand request (`run`, its message id), so a redelivery plans nothing new and a new request runs again."""
+    base = f"{source}.{ts_nodash(low)}.verify.{table}.{ts_nodash(high)}"
+    return f"{base}.{run}" if run else base
 
 
 def window_task_ids(source: str, window_low: pendulum.DateTime, tables: Iterable[str]) -> list[str]:
@@ -87,12 +91,13 @@ class Task:
     submitted_at: pendulum.DateTime | None = None
     done_at: pendulum.DateTime | None = None
     purpose: TaskPurpose = "export"
+    run: str | None = None
     update_time: Any = field(default=None, compare=False, repr=False)
 
     @property
     def id(self) -> str:
         if self.purpose == "verify":
-            return verify_task_id(self.source, self.low, self.high, self.table or "")
+            return verify_task_id(self.source, self.low, self.high, self.table or "", self.run)
         return task_id(self.source, self.low, self.table)
 
     @property
@@ -155,7 +160,11 @@ def window_tasks(
 
 
 def verify_tasks(
-    source: SourceConfig, low: pendulum.DateTime, high: pendulum.DateTime, tables: Iterable[str]
+    source: SourceConfig,
+    low: pendulum.DateTime,
+    high: pendulum.DateTime,
+    tables: Iterable[str],
+    run: str | None = None,
 ) -> list[Task]:
     """One verification task per table over [low, high), queued behind live work."""
     return [
@@ -170,6 +179,7 @@ def verify_tasks(
             backfill=True,
             offload=source.offload,
             purpose="verify",
+            run=run,
         )
         for table in tables
     ]
