@@ -57,6 +57,24 @@ def test_backfill_rejects_what_the_planner_would(args: tuple[str, ...], message:
 
 
 @pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--start", "2026-01-01T00:30:00Z", "--end", "2026-01-01T02:00:00Z"), "verify [2026-01-01T00:30:00+00:00"),
+        (("--start", "2026-01-01T02:00:00Z", "--end", "2026-01-01T01:00:00Z"), "is not after start"),
+        (("--start", "2026-01-01T00:00:00Z", "--end", "2026-01-01T01:00:00Z", "--tables", "nope"), "'nope'"),
+        (("--start", "2026-01-01T00:00:00Z", "--end", "2026-01-01T01:00:00Z", "--source", "x"), "'x' is not a conf"),
+        (("--start", "2099-01-01T00:00:00Z", "--end", "2099-01-01T01:00:00Z"), "after the latest settled window"),
+        (("--start", "yesterdy",), "'yesterdy'"),
+    ],
+)  # fmt: skip
+def test_verify_rejects_what_the_planner_would_in_one_line(args: tuple[str, ...], message: str) -> None:
+    result = cdc_offline("verify", *args, "--config", str(DEMO))
+    assert result.returncode == EXIT_BAD_INPUT
+    assert message in result.stderr.strip().splitlines()[-1]  # one line (argparse prints its usage above it)
+    assert "published" not in result.stdout
+
+
+@pytest.mark.parametrize(
     ("command", "message"),
     [
         (("retry",), "one of the arguments --task --failed is required"),

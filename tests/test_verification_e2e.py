@@ -3,6 +3,7 @@ changed, live windows first, schema drift recorded. Its own database, so the row
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import psycopg
 import pytest
 
 from local.demo_data import TABLES, delete_one, insert_row, seed
+from tests.cli_stack_support import cdc
 from tests.pipeline_support import START, Pipeline, demo_config
 
 pytestmark = pytest.mark.stack
@@ -42,7 +44,16 @@ def test_late_rows_and_a_delete_are_repaired_in_one_verification_and_nothing_els
         insert_row(dsn, "orders", 90_000_000 + i, START.add(hours=1, minutes=30 + i), database=DATABASE)
     assert delete_one(dsn, "payments", START, START.add(hours=1), database=DATABASE) == 1
     before = raw_exports(p)
-    p.driver.verify(START, START.add(hours=HOURS))
+    result = cdc(
+        "verify", "--start", START.isoformat(), "--end", START.add(hours=HOURS).isoformat(), "--wait", "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    reported = json.loads(result.stdout)
+    assert reported["complete"] and len(reported["tasks"]) == len(TABLES)
+    assert sorted((r["table"], r["rows_exported"] - r["rows_now"]) for r in reported["repaired"]) == [
+        ("orders", -5),
+        ("payments", 1),
+    ]
     p.driver.wait_idle(expect_tasks=HOURS * TASKS_PER_WINDOW + len(TABLES))
 
     repaired = {m["replaced_because"]["table"]: m for m in p.state.manifests() if m.get("replaced_because")}

@@ -45,7 +45,8 @@ def apply_verification(services: Services, task: Task) -> None:
             records[window.low] = record
             state.save_manifest(source.name, window, record)
     for finding in findings:
-        _repair(services, source.name, finding.window, table, finding.as_record(), records[finding.window.low])
+        reason = {**finding.as_record(), "verification": task.id}
+        _repair(services, source.name, finding.window, table, reason, records[finding.window.low])
     logs.info(
         "verification finished",
         source=source.name,
