@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n== manifests: columns and row counts as a consumer reads them, against the source")
     for manifest in sorted(state.manifests(), key=lambda m: m["window"]["low"]):
+        if manifest.get("status") == "failed":
+            print(f"   manifest NOT written for {manifest['window']['low']}: {manifest['error']['message']}")
+            continue
         low = pendulum.parse(manifest["window"]["low"])
         tables = ", ".join(
             f"{o['table']} {len(o['columns'])} cols {o['rows']:,} rows"

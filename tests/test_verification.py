@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from pathlib import Path
 
 import pendulum
 import pytest
@@ -16,6 +18,7 @@ from shared.core.messages import Tick, Verify
 from shared.core.templates import Templates
 from shared.core.verification import WindowCount, compare, parse_counts, schema_drift
 from shared.core.windows import Window
+from shared.ops import status
 from shared.testing.services import FakeServices
 from tests.test_chain import INSTANCE, SCHEMA_CSV, T0, config_doc
 
@@ -172,6 +175,11 @@ def test_late_rows_are_found_and_repaired_as_a_new_generation_and_an_unchanged_r
     svc.bus.published.clear()
     svc.drain(INSTANCE, templates)
     assert len([u for u in svc.sqladmin.exported if "/raw/" in u]) == exports_before
+    shown = status.collect_status(svc.config, svc.state, clock=svc.clock.now())
+    verification = shown.sources[0].completeness["verification"]
+    assert verification["orders"]["repaired"] == 1 and verification["payments"]["repaired"] == 0
+    assert verification["orders"]["windows"] == 3 and verification["orders"]["last_verified_at"]
+    assert "orders 3 window(s)" in status.format_status(shown) and "1 repaired" in status.format_status(shown)
 
 
 def test_a_scheduled_verification_is_planned_once_per_period_behind_live_work() -> None:
@@ -190,3 +198,25 @@ def test_a_scheduled_verification_is_planned_once_per_period_behind_live_work() 
     first_verify = next(i for i, t in enumerate(pending) if t.purpose == "verify")
     assert all(t.purpose == "export" for t in pending[:first_verify])
     assert all(t.priority == 0 for t in pending if t.purpose == "export")
+
+
+def test_a_manifest_that_cannot_be_written_truthfully_is_recorded_shown_and_never_stops_the_chain(
+    tmp_path: Path,
+) -> None:
+    shutil.copytree(Templates().root, tmp_path / "templates")
+    (tmp_path / "templates" / "orders.sql").write_text(
+        "SELECT id, lower(currency) FROM {{ schema }}.{{ table }} "
+        "WHERE event_timestamp >= TIMESTAMPTZ '{{ low_watermark.isoformat() }}' "
+        "AND event_timestamp < TIMESTAMPTZ '{{ high_watermark.isoformat() }}'"
+    )
+    templates = Templates(tmp_path / "templates")
+    svc = FakeServices(parse_config(config_doc()), start=T0.add(hours=2, minutes=10), content=FakeSource().content)
+    plan_tick(Tick("t", svc.clock.now(), svc.clock.now()), svc)
+    svc.bus.published.clear()
+    svc.drain(INSTANCE, templates)
+    assert {t.state for t in svc.state.all_tasks()} == {"done"} and all(t.finalized for t in svc.state.all_tasks())
+    records = svc.state.manifests()
+    assert len(records) == 2 and {r["status"] for r in records} == {"failed"}
+    assert "lower(currency)" in records[0]["error"]["message"].lower() and not svc.objects.json_writes
+    text = status.format_status(status.collect_status(svc.config, svc.state, clock=svc.clock.now()))
+    assert text.count("manifest not written for window") == 2

@@ -134,7 +134,12 @@ def _record_manifest_failure(services: Services, task: Task, exc: PermanentError
     services.state.save_manifest(
         task.source,
         task.window,
-        {"source": task.source, "window": str(task.window), "status": "failed", "error": error},
+        {
+            "source": task.source,
+            "window": {"low": task.low.isoformat(), "high": task.high.isoformat()},
+            "status": "failed",
+            "error": error,
+        },
     )
     logs.error(
         "manifest not written; the exports stand",

@@ -141,6 +141,7 @@ class SourceStatus:
     failures: tuple[ErrorSeen, ...] = ()
     retrying: tuple[ErrorSeen, ...] = ()
     breaker: dict[str, Any] | None = None
+    completeness: dict[str, Any] | None = None
 
     @property
     def failed_tasks(self) -> list[ErrorSeen]:
@@ -158,6 +159,7 @@ class SourceStatus:
             if self.lease_holder and self.lease_expires
             else None,
             "breaker": self.breaker,
+            "completeness": self.completeness,
             "in_flight": self.in_flight.to_json() if self.in_flight else None,
             "tables": [t.to_json() for t in self.tables],
             "failed_tasks": [e.to_json() for e in self.failed_tasks],
@@ -243,6 +245,53 @@ def instance_breaker(state: StateStore, instance: str) -> dict[str, Any] | None:
     return dict(record) if record else None
 
 
+def completeness(state: StateStore, source: str, tables: tuple[str, ...]) -> dict[str, Any]:
+    """Verification, manifests and schema drift of a source, from its windows' manifest records: per table the
+    last verification and how many windows it repaired; manifests that could not be written; recent drift."""
+    verified: dict[str, dict[str, Any]] = {t: {"last_verified_at": None, "windows": 0, "repaired": 0} for t in tables}
+    failed, drift = [], []
+    for record in sorted(state.manifests(source), key=lambda r: str((r.get("window") or {}).get("low", ""))):
+        low = (
+            (record.get("window") or {}).get("low") if isinstance(record.get("window"), dict) else record.get("window")
+        )
+        for table in record.get("verified") or {}:
+            entry = verified.setdefault(table, {"last_verified_at": None, "windows": 0, "repaired": 0})
+            entry["windows"] += 1
+            entry["last_verified_at"] = max(filter(None, [entry["last_verified_at"], record.get("verified_at")]))
+        reason = record.get("replaced_because") or record.get("pending_reason")
+        if reason and reason.get("by") == "verification":
+            verified.setdefault(reason["table"], {"last_verified_at": None, "windows": 0, "repaired": 0})
+            verified[reason["table"]]["repaired"] += 1
+        if record.get("status") == "failed":
+            failed.append({"window": low, "error": (record.get("error") or {}).get("message")})
+        drift.extend({"window_low": low, **change} for change in record.get("schema_drift") or [])
+    return {"verification": verified, "failed_manifests": failed, "schema_drift": drift[-20:]}
+
+
+def _completeness_lines(source: SourceStatus) -> list[str]:
+    info = source.completeness or {}
+    lines = []
+    checked = [(t, v) for t, v in (info.get("verification") or {}).items() if v["windows"] or v["repaired"]]
+    if checked:
+        lines.append(
+            "  verified: "
+            + "; ".join(
+                f"{t} {v['windows']} window(s), last {v['last_verified_at']}, {v['repaired']} repaired"
+                for t, v in checked
+            )
+        )
+    for item in info.get("failed_manifests") or []:
+        lines.append(
+            f"  manifest not written for window {item['window']}: {' '.join(str(item['error']).split())[:200]}"
+        )
+    for change in info.get("schema_drift") or []:
+        lines.append(
+            f"  schema drift at {change['window_low']}: {change['table']}.{change['column']} {change['change']} "
+            f"({change['type_before'] or '-'} -> {change['type_after'] or '-'}, {change['severity']})"
+        )
+    return lines
+
+
 def _errors(tasks: list[Task], state: str) -> tuple[ErrorSeen, ...]:
     chosen = [t for t in tasks if t.state == state and (t.error or state == "failed")]
     return tuple(ErrorSeen.of(t) for t in sorted(chosen, key=lambda t: (t.low, t.table or "", t.id)))
@@ -276,6 +325,7 @@ def collect_status(config: Config, state: StateStore, *, clock: pendulum.DateTim
                 failures=_errors(mine, "failed"),
                 retrying=_errors(mine, "pending"),
                 breaker=instance_breaker(state, source.instance),
+                completeness=completeness(state, source.name, source.table_names),
             )
         )
     return Status(clock=clock, threshold_seconds=threshold, sources=tuple(sources))
@@ -345,6 +395,7 @@ def format_status(status: Status) -> str:
                 f"{t.pending:>7} {t.running:>7} {t.failed:>6}{flag}"
             )
         lines.extend(_error_lines(source))
+        lines.extend(_completeness_lines(source))
     lines.append("")
     problems = []
     if status.failed:
