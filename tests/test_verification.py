@@ -18,7 +18,7 @@ from shared.core.messages import Tick, Verify
 from shared.core.templates import Templates
 from shared.core.verification import WindowCount, compare, parse_counts, schema_drift
 from shared.core.windows import Window
-from shared.ops import status
+from shared.ops import report, status
 from shared.testing.services import FakeServices
 from tests.test_chain import INSTANCE, SCHEMA_CSV, T0, config_doc
 
@@ -220,3 +220,17 @@ def test_a_manifest_that_cannot_be_written_truthfully_is_recorded_shown_and_neve
     assert "lower(currency)" in records[0]["error"]["message"].lower() and not svc.objects.json_writes
     text = status.format_status(status.collect_status(svc.config, svc.state, clock=svc.clock.now()))
     assert text.count("manifest not written for window") == 2
+
+
+def test_the_report_shows_verification_per_table() -> None:
+    svc = FakeServices(parse_config(config_doc()), start=T0.add(hours=2, minutes=10), content=FakeSource().content)
+    plan_tick(Tick("t", svc.clock.now(), svc.clock.now()), svc)
+    svc.bus.published.clear()
+    svc.drain(INSTANCE, Templates())
+    plan_verify(Verify("v", svc.clock.now(), T0, T0 + HOUR * 2, "shop", ("orders",)), svc)
+    svc.bus.published.clear()
+    svc.drain(INSTANCE, Templates())
+    data = report.collect_report(svc.config, svc.state, windows=4, since=None, clock=svc.clock.now())
+    html = report.render_html(data)
+    assert '<tr data-table="orders"><td>orders</td><td class="num">2</td>' in html
+    assert '<tr data-table="payments"><td>payments</td><td class="num">0</td><td>never</td>' in html

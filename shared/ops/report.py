@@ -369,6 +369,34 @@ def _errors_html(errors: tuple[ErrorSeen, ...]) -> list[str]:
     return out
 
 
+def _completeness_html(report: Report) -> list[str]:
+    """Per source: each table's verification (windows verified, last run, repaired), manifests not written, drift."""
+    out = ["<h2>Completeness</h2>"]
+    for source in report.status.sources:
+        info = source.completeness or {}
+        out.append(f"<h3>{escape(source.source)}</h3>")
+        out.append('<table class="grid completeness"><tr><th>table</th><th>windows verified</th><th>last verified</th>')
+        out.append("<th>windows repaired</th></tr>")
+        for table, v in (info.get("verification") or {}).items():
+            out.append(
+                f'<tr data-table="{escape(table)}"><td>{escape(table)}</td><td class="num">{v["windows"]}</td>'
+                f'<td>{escape(str(v["last_verified_at"] or "never"))}</td><td class="num">{v["repaired"]}</td></tr>'
+            )
+        out.append("</table>")
+        for item in info.get("failed_manifests") or []:
+            out.append(
+                f'<p class="error">manifest not written for {escape(str(item["window"]))}: '
+                f"{escape(str(item['error']))}</p>"
+            )
+        for change in info.get("schema_drift") or []:
+            out.append(
+                f'<p class="drift">schema drift at {escape(str(change["window_low"]))}: '
+                f"{escape(change['table'])}.{escape(change['column'])} {escape(change['change'])} "
+                f"({escape(str(change['type_before']))} &rarr; {escape(str(change['type_after']))})</p>"
+            )
+    return out
+
+
 def render_html(report: Report) -> str:
     status = report.status
     health = (
@@ -395,6 +423,7 @@ def render_html(report: Report) -> str:
     for timeline in report.timelines:
         parts.extend(_timeline_html(timeline, status))
     parts.extend(_lag_html(report))
+    parts.extend(_completeness_html(report))
     parts.extend(_errors_html(report.errors))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
