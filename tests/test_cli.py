@@ -232,3 +232,15 @@ def test_python_dash_m_shared_ops_works() -> None:
         [sys.executable, "-m", "shared.ops", "--help"], cwd=REPO, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0 and result.stdout.startswith("usage: cdc")
+
+
+def test_render_lists_the_csv_columns_in_the_querys_order(tmp_path: Path) -> None:
+    plain = cdc("render", "orders", "--at", "2026-01-01T00:00:00Z", "--json", "--config", str(DEMO))
+    assert [c["name"] for c in json.loads(plain.stdout)["columns"]][:2] == ["id", "event_timestamp"]
+    doc = json.loads(DEMO.read_text())
+    doc["sources"][0]["tables"][0]["template"] = "examples/awkward_computed.sql"
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(doc))
+    computed = cdc("render", "orders", "--at", "2026-01-01T00:00:00Z", "--config", str(config))
+    assert computed.returncode == 0, computed.stderr
+    assert "; CSV columns, in order: id, u_upper text, n_twice numeric, day date, tag text (" in computed.stdout

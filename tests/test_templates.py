@@ -191,3 +191,13 @@ def test_bad_key_layouts(tmp_path: Path, demo: Config) -> None:
         with pytest.raises(TemplateError) as e:
             t.object_key(config, config.sources[0], "orders", WINDOW)
         assert e.value.template == name and reason in e.value.reason
+
+
+def test_output_columns_that_cannot_be_known_are_refused_naming_the_column(tmp_path: Path) -> None:
+    t, config = custom(tmp_path, {"orders.sql": "SELECT id, lower(note) FROM {{ schema }}.orders"})
+    with pytest.raises(TemplateError) as e:
+        t.output_shape(config.sources[0], "orders", WINDOW)
+    assert e.value.template == "orders.sql" and "output column 2 (LOWER(note))" in e.value.reason
+    assert "::text AS lower" in e.value.reason
+    with pytest.raises(TemplateError):
+        t.validate(config)

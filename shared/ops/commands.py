@@ -19,6 +19,7 @@ from typing import Any
 import pendulum
 
 from shared.adapters.clients import Clients
+from shared.core.columns import QueryShape, Ref, Star
 from shared.core.config import Config, SourceConfig
 from shared.core.errors import UsageError
 from shared.core.templates import Templates, export_request_body, export_uri
@@ -99,22 +100,43 @@ def _run_render(args: argparse.Namespace, config: Config) -> int:
     source = _pick_source(config, args.source)
     templates = Templates()
     window = source.schedule.window_at(args.at)
+    columns: list[dict[str, str | None]] | None = None
     if args.schema:
         query = templates.render_schema_query(source, window)
     else:
         query = templates.render_query(source, args.table, window)
+        columns = _csv_columns(templates.output_shape(source, args.table, window))
     uri = export_uri(config, templates.object_key(config, source, args.table, window, args.generation))
     body = export_request_body(source, query, uri, source.offload)
     if args.json:
         print_json({"source": source.name, "instance": source.instance, "table": args.table,
-                    "window": _window_json(window), "sql": query, "uri": uri, "request": body})  # fmt: skip
+                    "window": _window_json(window), "sql": query, "uri": uri, "request": body,
+                    "columns": columns})  # fmt: skip
         return 0
-    print(f"-- {source.name} {args.table or 'schema'} window {window} on {source.instance}")
+    listed = ""
+    if columns is not None:
+        names = ", ".join(c["name"] + (f" {c['type']}" if c["type"] else "") for c in columns)
+        listed = f"; CSV columns, in order: {names} (untyped ones are typed from the window's schema snapshot)"
+    print(f"-- {source.name} {args.table or 'schema'} window {window} on {source.instance}{listed}")
     print(query)
     print(f"uri: {uri}")
     print(f"POST projects/{source.instance_project}/instances/{source.instance_name}/export")
     print_json(body)
     return 0
+
+
+def _csv_columns(shape: QueryShape) -> list[dict[str, str | None]]:
+    """The CSV's columns as far as the query alone tells (types of plain columns come from the window's schema
+    snapshot at export time)."""
+    out: list[dict[str, str | None]] = []
+    for spec in shape.specs:
+        if isinstance(spec, Star):
+            out.append({"name": f"{spec.table or ', '.join(shape.tables)}.*", "type": None})
+        elif isinstance(spec, Ref):
+            out.append({"name": spec.name, "type": spec.cast})
+        else:
+            out.append({"name": spec.name, "type": spec.type})
+    return out
 
 
 # --- plan ---------------------------------------------------------------------------------------------------
