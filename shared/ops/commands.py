@@ -334,7 +334,7 @@ def _add_verify(parser: argparse.ArgumentParser, time: TimeType) -> None:
 def _run_verify(args: argparse.Namespace, config: Config) -> int:
     now = pendulum.now("UTC")
     default_start, default_end = verify.default_range(config, args.source, now)
-    start, end = args.start or default_start, args.end or default_end
+    start, end = verify.snap(config, args.source, args.start or default_start, args.end or default_end, now)
     data = verify.request_data(start, end, args.source, args.tables)
     request = verify.check_verify(config, data, now)
     clients = _clients(config, (FIRESTORE, PUBSUB), args.environ)

@@ -32,6 +32,16 @@ def default_range(config: Config, source_name: str | None, now: pendulum.DateTim
     return source.schedule.floor(end.subtract(days=1)), end
 
 
+def snap(
+    config: Config, source_name: str | None, start: pendulum.DateTime, end: pendulum.DateTime, now: pendulum.DateTime
+) -> tuple[pendulum.DateTime, pendulum.DateTime]:
+    """`--start -6h --end now` means the whole windows in between that are settled: start down to its window's
+    low, end down to a boundary and no later than the latest settled window."""
+    source = config.source(source_name) if source_name else config.sources[0]
+    latest = latest_settled_window(source.schedule, now, source.settle).high
+    return source.schedule.floor(start), min(source.schedule.floor(end), latest)
+
+
 def request_data(
     start: pendulum.DateTime, end: pendulum.DateTime, source: str | None, tables: list[str] | None
 ) -> bytes:
