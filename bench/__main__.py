@@ -15,6 +15,7 @@ import time
 import traceback
 from collections.abc import Sequence
 
+from bench import cost
 from bench.baseline import BaselineRun, ClientPool, run_baseline
 from bench.metrics import ChainFigures, chain_figures, percentile
 from bench.pipeline import Emulator, PipelineRun, run_scenario
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the bench stack running afterwards")
     args = parser.parse_args(argv)
     began = time.monotonic()
+    found: dict[str, float] = {}
 
     STATE_DIR.mkdir(exist_ok=True)
     config_path = STATE_DIR / "bench_config.json"
@@ -148,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {'firestore ' + name:<52} {_stats(samples)}")
 
         s1 = results[0][1].figures
+        found.update(dead_median_ms=round(s1.dead_median * 1000, 1), utilisation=round(s1.utilisation, 3))
         met = s1.dead_median < TARGET_DEAD_MEDIAN and s1.utilisation > TARGET_UTILISATION
         verdict = (
             f"median dead time {s1.dead_median * 1000:.0f} ms (< {TARGET_DEAD_MEDIAN * 1000:.0f}), "
@@ -165,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             stack.down()
             print(f"\n== bench stack stopped; total {time.monotonic() - began:.1f} s")
+    print("\n== cost model (python -m bench.cost): a simulated day of each reference deployment, priced")
+    found.update(cost.run())
+    print("BENCH " + json.dumps(found, sort_keys=True))
     return 0
 
 
