@@ -59,11 +59,11 @@ def test_backfill_rejects_what_the_planner_would(args: tuple[str, ...], message:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--start", "2026-01-01T00:30:00Z", "--end", "2026-01-01T02:00:00Z"), "verify [2026-01-01T00:30:00+00:00"),
+        (("--start", "2026-01-01T00:00:00Z", "--end", "2026-01-01T02:00:00Z", "--tables", "orders", "orders"), "twice"),
         (("--start", "2026-01-01T02:00:00Z", "--end", "2026-01-01T01:00:00Z"), "is not after start"),
         (("--start", "2026-01-01T00:00:00Z", "--end", "2026-01-01T01:00:00Z", "--tables", "nope"), "'nope'"),
         (("--start", "2026-01-01T00:00:00Z", "--end", "2026-01-01T01:00:00Z", "--source", "x"), "'x' is not a conf"),
-        (("--start", "2099-01-01T00:00:00Z", "--end", "2099-01-01T01:00:00Z"), "after the latest settled window"),
+        (("--start", "2099-01-01T00:00:00Z", "--end", "2099-01-01T01:00:00Z"), "is not after start"),  # end: settled
         (("--start", "yesterdy",), "'yesterdy'"),
     ],
 )  # fmt: skip

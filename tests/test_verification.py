@@ -19,6 +19,7 @@ from shared.core.templates import Templates
 from shared.core.verification import WindowCount, compare, parse_counts, schema_drift
 from shared.core.windows import Window
 from shared.ops import report, status
+from shared.ops import verify as verify_cli
 from shared.testing.services import FakeServices
 from tests.test_chain import INSTANCE, SCHEMA_CSV, T0, config_doc
 
@@ -234,3 +235,10 @@ def test_the_report_shows_verification_per_table() -> None:
     html = report.render_html(data)
     assert '<tr data-table="orders"><td>orders</td><td class="num">2</td>' in html
     assert '<tr data-table="payments"><td>payments</td><td class="num">0</td><td>never</td>' in html
+
+
+def test_cdc_verify_snaps_relative_times_to_whole_settled_windows() -> None:
+    config = parse_config(config_doc())
+    now = T0.add(hours=5, minutes=3)  # settle 5m: the 04:00 window is not settled yet
+    assert verify_cli.snap(config, None, T0.add(minutes=30), now, now) == (T0, T0 + HOUR * 4)
+    assert verify_cli.default_range(config, None, now) == (T0.subtract(hours=20), T0 + HOUR * 4)
