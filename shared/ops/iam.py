@@ -26,10 +26,11 @@ CALLS: tuple[Call, ...] = (
     Call("worker", "sql.operations.get", "cloudsql.instances.get", "shared/adapters/sqladmin.py"),
     Call("worker", "sql.operations.list", "cloudsql.instances.get", "shared/adapters/sqladmin.py"),
     # --- worker: Cloud Storage (shared/adapters/storage.py) ---------------------------------------------
-    # get_blob / exists / download: objects.get; objects.list on the bucket turns "missing" into 404, not 403.
+    # get_blob / exists / stat / stream: objects.get (metadata and media: schema snapshots, row counts of every
+    # exported object, verification results); objects.list on the bucket turns "missing" into 404, not 403.
     Call(
         "worker",
-        "storage.objects.get (get_blob, exists, download)",
+        "storage.objects.get (get_blob, exists, stat, stream)",
         "storage.objects.get",
         "shared/adapters/storage.py",
     ),
@@ -39,8 +40,13 @@ CALLS: tuple[Call, ...] = (
         "storage.objects.list",
         "shared/adapters/storage.py",
     ),
-    # Manifests go to new, versioned keys only (never replacing an object): create, no delete.
-    Call("worker", "storage.objects.insert (manifest upload)", "storage.objects.create", "shared/adapters/storage.py"),
+    # Manifests go to new, versioned keys only (ifGenerationMatch=0: never replacing an object): create, no delete.
+    Call(
+        "worker",
+        "storage.objects.insert (manifest, create_json)",
+        "storage.objects.create",
+        "shared/adapters/storage.py",
+    ),
     # --- worker and planner: Pub/Sub (shared/adapters/pubsub.py) ----------------------------------------
     Call("worker", "pubsub.projects.topics.publish (work)", "pubsub.topics.publish", "shared/adapters/pubsub.py"),
     Call("planner", "pubsub.projects.topics.publish (work)", "pubsub.topics.publish", "shared/adapters/pubsub.py"),
@@ -77,7 +83,7 @@ CALLS: tuple[Call, ...] = (
     # --- operator: the `cdc` command (shared/ops/backfill.py, requeue.py, status.py, report.py) ---------
     Call(
         "operator",
-        "pubsub.projects.topics.publish (ticks: backfill)",
+        "pubsub.projects.topics.publish (ticks: backfill, verify)",
         "pubsub.topics.publish",
         "shared/ops/backfill.py",
     ),
