@@ -167,10 +167,57 @@ def test_schema_query_has_no_table_variable(tmp_path: Path) -> None:
         ("SELECT /* ; */ a FROM t", "SELECT a FROM t"),
         ("SELECT a::text, '  two  spaces  ' FROM t", "SELECT a::text, '  two  spaces  ' FROM t"),
         ("WITH x AS (SELECT 1) SELECT * FROM x", "WITH x AS (SELECT 1) SELECT * FROM x"),
+        # a comment is a word break, at the end of the text too
+        ("SELECT a--c\nFROM t", "SELECT a FROM t"),
+        ("SELECT a FROM t --last", "SELECT a FROM t"),
+        ("--first\nSELECT a FROM t", "SELECT a FROM t"),
+        ("SELECT a/*c*/FROM t", "SELECT a FROM t"),
+        ("SELECT a /**/ FROM t", "SELECT a FROM t"),
+        ("SELECT a /* x */*/ FROM t", "SELECT a */ FROM t"),
+        ("SELECT a -- x\n-- y\nFROM t", "SELECT a FROM t"),
+        ("SELECT 1 /*a*/ /*b*/ FROM t", "SELECT 1 FROM t"),
+        # quotes glue to their neighbours exactly as written
+        ("SELECT a||'x'||b FROM t", "SELECT a||'x'||b FROM t"),
+        ('SELECT "a b".c FROM t', 'SELECT "a b".c FROM t'),
+        ('SELECT "x""y" FROM t', 'SELECT "x""y" FROM t'),
+        ("SELECT e'a\\'b' FROM t", "SELECT e'a\\'b' FROM t"),
+        ("SELECT E'\\\\' FROM t", "SELECT E'\\\\' FROM t"),
+        ("SELECT name'x' FROM t", "SELECT name'x' FROM t"),
+        ("SELECT e'', 'it''s' FROM t", "SELECT e'', 'it''s' FROM t"),
+        ("SELECT 'a''' FROM t", "SELECT 'a''' FROM t"),
+        ("SELECT $1, a$b FROM t", "SELECT $1, a$b FROM t"),
+        ("SELECT $$a$$||$t$b$t$ FROM t", "SELECT $$a$$||$t$b$t$ FROM t"),
+        ("select 1;", "select 1"),
+        ("select 1 ; -- done\n", "select 1"),
     ],
 )
 def test_one_line_keeps_literals_and_drops_comments(sql: str, expected: str) -> None:
     assert _one_line(sql) == expected
+
+
+@pytest.mark.parametrize(
+    ("sql", "reason"),
+    [
+        ("SELECT 1; SELECT 2", "renders a second statement after ';'"),
+        ("SELECT a /* open", "has an unterminated /* comment"),
+        ("SELECT a /*/ FROM t", "has an unterminated /* comment"),
+        ("SELECT 'abc", "has an unterminated ' literal starting \"'abc\""),
+        ("SELECT a, 'abcdefghijklmnopqrstuvwxyz", "has an unterminated ' literal starting \"'abcdefghijklmnopqrs\""),
+        ("SELECT E'abc\\'", "has an unterminated ' literal starting \"E'abc\\\\'\""),
+        ('SELECT "abc', "has an unterminated \" literal starting '\"abc'"),
+        ("SELECT $q$abc", "has an unterminated $q$ literal"),
+        ("SELECT 'a\nb' FROM t", "has a string literal spanning lines: \"'a\\nb'\""),
+        ("SELECT $$a\rb$$ FROM t", "has a string literal spanning lines: '$$a\\rb$$'"),
+        ("  -- only a comment\n", "renders an empty query"),
+        ("", "renders an empty query"),
+        ("DELETE FROM t", "does not start with SELECT or WITH: 'DELETE FROM t'"),
+        ("selection FROM t", "does not start with SELECT or WITH: 'selection FROM t'"),
+    ],
+)
+def test_one_line_rejects_what_is_not_one_statement(sql: str, reason: str) -> None:
+    with pytest.raises(ValueError) as e:
+        _one_line(sql)
+    assert str(e.value) == reason
 
 
 def test_bad_key_layouts(tmp_path: Path, demo: Config) -> None:
