@@ -242,3 +242,20 @@ def test_cdc_verify_snaps_relative_times_to_whole_settled_windows() -> None:
     now = T0.add(hours=5, minutes=3)  # settle 5m: the 04:00 window is not settled yet
     assert verify_cli.snap(config, None, T0.add(minutes=30), now, now) == (T0, T0 + HOUR * 4)
     assert verify_cli.default_range(config, None, now) == (T0.subtract(hours=20), T0 + HOUR * 4)
+
+
+def test_an_unreadable_object_records_a_failed_manifest_and_the_chain_goes_on() -> None:
+    """Whatever one window's bookkeeping raises (here: a schema snapshot that is not UTF-8), the chain finishes
+    every other window; before, every recovery raised again and the chain died."""
+
+    def content(body: dict) -> bytes:
+        query = body["exportContext"]["csvExportOptions"]["selectQuery"]
+        return b"\xff\xfe\x00bad" if "information_schema" in query else b"1,a\n"
+
+    svc = FakeServices(parse_config(config_doc()), start=T0.add(hours=2, minutes=10), content=content)
+    plan_tick(Tick("t", svc.clock.now(), svc.clock.now()), svc)
+    svc.bus.published.clear()
+    svc.drain(INSTANCE, Templates())
+    assert {t.state for t in svc.state.all_tasks()} == {"done"} and all(t.finalized for t in svc.state.all_tasks())
+    assert {r["status"] for r in svc.state.manifests()} == {"failed"}
+    assert svc.state.get_watermark("shop", "orders") == T0 + HOUR * 2

@@ -10,7 +10,7 @@ from shared.core import logs
 from shared.core.columns import Ref, Star, UnknownColumns, resolve
 from shared.core.config import SourceConfig
 from shared.core.csvformat import Dialect, count_rows
-from shared.core.errors import ManifestError, PermanentError
+from shared.core.errors import ManifestError, PermanentError, RetryableError
 from shared.core.manifests import ObjectFacts, build_manifest, manifest_version, parse_schema_csv
 from shared.core.tasks import Task, window_task_ids
 from shared.core.templates import Templates
@@ -21,12 +21,18 @@ from shared.core.windows import Window
 def finalize(services: Services, templates: Templates, task: Task) -> None:
     """Bookkeeping for a done task; idempotent, so recovery may run it again after a crash.
 
-    A manifest that cannot be written truthfully is recorded as failed (logged at ERROR, kept in the state for
-    `cdc status`) and never stops the chain; a transient failure (Cloud Storage, Firestore) propagates, and the
-    task stays unfinalized so the next invocation's recovery tries again.
+    A manifest that cannot be written truthfully, or a verification result that cannot be read, is recorded
+    (logged at ERROR, kept in the state for `cdc status`) and never stops the chain: whatever one window's
+    bookkeeping raises, except a transient failure. A transient failure (Cloud Storage, Firestore) propagates,
+    and the task stays unfinalized so the next invocation's recovery tries again.
     """
     if task.purpose == "verify":
-        apply_verification(services, task)
+        try:
+            apply_verification(services, task)
+        except RetryableError:
+            raise
+        except Exception as exc:  # one verification must not stop the chain (nor every recovery after it)
+            logs.error("verification result not applied", **task.log_fields(), error=f"{type(exc).__name__}: {exc}")
         services.state.mark_finalized(task)
         return
     now = services.clock.now()
@@ -36,8 +42,11 @@ def finalize(services: Services, templates: Templates, task: Task) -> None:
             logs.info("watermark advanced", source=task.source, table=task.table, old=moved[0], new=moved[1])
     try:
         _write_manifest_if_complete(services, templates, task)
-    except PermanentError as exc:
-        _record_manifest_failure(services, task, exc)
+    except RetryableError:
+        raise
+    except Exception as exc:  # a manifest that cannot be written must not stop the chain (nor every recovery)
+        failure = exc if isinstance(exc, PermanentError) else ManifestError(task.source, str(task.window), repr(exc))
+        _record_manifest_failure(services, task, failure)
     services.state.mark_finalized(task)
 
 
