@@ -6,6 +6,7 @@ import base64
 import copy
 import dataclasses
 import json
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,11 +21,13 @@ from shared.core.messages import (
     MAX_PAYLOAD_BYTES,
     Backfill,
     Tick,
+    Verify,
     Work,
     backfill_message,
     encode,
     parse_event,
     tick_message,
+    verify_message,
     work_message,
 )
 from tests.golden import GOLDEN_DIR, assert_golden
@@ -213,3 +216,178 @@ def test_backfill_limit_comes_from_config() -> None:
     start, end = pendulum.datetime(2026, 1, 1, tz="UTC"), pendulum.datetime(2026, 1, 1, 3, tz="UTC")
     error = error_of(push_event(backfill_message(start, end)), parse_config(doc))
     assert "more than the limit of 2" in error.reason
+
+
+# --- exact reasons, boundaries and the verify message -----------------------------------------------------------
+
+
+def at(hour: int) -> pendulum.DateTime:
+    return pendulum.datetime(2026, 1, 1, hour, tz="UTC")
+
+
+def test_verify_message_round_trip_with_and_without_its_options() -> None:
+    parsed = parse_event(push_event(verify_message(at(0), at(3))), CONFIG)
+    assert parsed == Verify(
+        message_id="m-1",
+        published=pendulum.parse(PUBLISHED),
+        start=at(0),
+        end=at(3),
+        source="shop",
+        tables=CONFIG.sources[0].table_names,
+    )
+    narrowed = parse_event(push_event(verify_message(at(0), at(1), source="shop", tables=["payments"])), CONFIG)
+    assert isinstance(narrowed, Verify) and (narrowed.source, narrowed.tables) == ("shop", ("payments",))
+    assert json.loads(verify_message(at(0), at(1))) == {
+        "kind": "verify",
+        "start": "2026-01-01T00:00:00+00:00",
+        "end": "2026-01-01T01:00:00+00:00",
+    }
+    assert json.loads(verify_message(at(0), at(1), source="shop", tables=("orders",))) == {
+        "kind": "verify",
+        "start": "2026-01-01T00:00:00+00:00",
+        "end": "2026-01-01T01:00:00+00:00",
+        "source": "shop",
+        "tables": ["orders"],
+    }
+
+
+def test_backfill_message_carries_exactly_its_options() -> None:
+    assert json.loads(backfill_message(at(0), at(1))) == {
+        "kind": "backfill",
+        "start": "2026-01-01T00:00:00+00:00",
+        "end": "2026-01-01T01:00:00+00:00",
+        "force": False,
+    }
+    assert json.loads(backfill_message(at(0), at(1), source="shop", tables=("orders",), force=True, offload=False)) == {
+        "kind": "backfill",
+        "start": "2026-01-01T00:00:00+00:00",
+        "end": "2026-01-01T01:00:00+00:00",
+        "force": True,
+        "source": "shop",
+        "tables": ["orders"],
+        "offload": False,
+    }
+
+
+def test_naive_times_in_helpers_name_the_value() -> None:
+    from shared.core.errors import WindowError
+
+    with pytest.raises(WindowError) as e:
+        verify_message(datetime(2026, 1, 1), at(1))
+    assert "timestamp 2026-01-01T00:00:00 has no UTC offset" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"kind": "verify", "end": "2026-01-01T01:00:00Z"}, "verify has no 'start'"),
+        ({"kind": "verify", "start": "2026-01-01T00:00:00Z"}, "verify has no 'end'"),
+        ({"kind": "backfill", "start": "2026-01-01T00:00:00Z"}, "backfill has no 'end'"),
+        (
+            {"kind": "verify", "start": "2026-01-01T00:00:00", "end": "2026-01-01T01:00:00Z"},
+            "start '2026-01-01T00:00:00' has no UTC offset (a naive timestamp is ambiguous)",
+        ),
+        (
+            {"kind": "verify", "start": "2026-01-01T00:00:00Z", "end": "soon"},
+            "end 'soon' is not an RFC 3339 timestamp with a UTC offset, e.g. 2026-01-01T00:00:00Z",
+        ),
+        (
+            {"kind": "verify", "start": "2026-01-01T01:00:00Z", "end": "2026-01-01T00:00:00Z"},
+            "verify end 2026-01-01T00:00:00+00:00 is not after start 2026-01-01T01:00:00+00:00",
+        ),
+        (
+            {"kind": "verify", "start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z", "source": 3},
+            "source 3 is not a source name",
+        ),
+        (
+            {"kind": "verify", "start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z", "source": "crm"},
+            "source 'crm' is not a configured source",
+        ),
+        (
+            {"kind": "verify", "start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z", "tables": []},
+            "tables [] is not a non-empty list of table names",
+        ),
+        (
+            {"kind": "verify", "start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z", "tables": "orders"},
+            "tables 'orders' is not a non-empty list of table names",
+        ),
+        (
+            {
+                "kind": "verify",
+                "start": "2026-01-01T00:00:00Z",
+                "end": "2026-01-01T01:00:00Z",
+                "tables": ["orders", "orders"],
+            },
+            "tables ['orders', 'orders'] lists a table twice",
+        ),
+        (
+            {"kind": "verify", "start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z", "zzz": True},
+            "verify message key 'zzz' is not known; known keys: kind, start, end, source, tables",
+        ),
+        ({"kind": "tick", "att": "2026-01-01T00:00:00Z"}, "tick message key 'att' is not known; did you mean 'at'?"),
+        (
+            {"kind": "work", "instance": "cdc-local:nope"},
+            "instance 'cdc-local:nope' is not the instance of any configured source (known: cdc-local:shop-pg)",
+        ),
+        ({"kind": "work", "instance": "nope"}, "instance 'nope' is not 'project:instance'"),
+        ({"kind": "ping"}, "kind 'ping' is not one of tick, backfill, work, verify"),
+        (
+            {"kind": "backfill", "start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z", "force": "yes"},
+            "force 'yes' is not true or false",
+        ),
+    ],
+)
+def test_exact_reasons(body: dict[str, Any], reason: str) -> None:
+    error = error_of(push_event(encode(body)))
+    assert error.reason.startswith(reason), error.reason
+    assert error.message_id == "m-1"
+
+
+def test_the_hint_of_a_request_without_a_source_when_there_are_several() -> None:
+    error = error_of(push_event(verify_message(at(0), at(1))), two_sources())
+    assert error.reason == "verify names no source and the config has several (shop, crm)"
+    assert error.hint == 'add "source"'
+
+
+def test_envelope_reasons_are_exact() -> None:
+    assert error_of(push_event(None)).reason == "the Pub/Sub message has no data (expected base64 JSON)"
+    assert error_of(push_event("")).reason == "the Pub/Sub message has no data (expected base64 JSON)"
+    assert error_of(push_event(b"[1, 2]")).reason == "the payload is not a JSON object: b'[1, 2]'"
+    assert error_of(push_event("YQ")).reason.startswith("the message data is not valid base64")  # no padding
+    assert error_of(push_event("YWJj\n")).reason.startswith("the message data is not valid base64")
+    bare = SimpleNamespace(data={"message": {"data": base64.b64encode(tick_message()).decode()}})
+    assert error_of(bare).reason == "the Pub/Sub message has no messageId"
+    weird = CloudEvent({"type": "t", "source": "s"}, {"nope": 1})
+    assert (
+        error_of(weird).reason == "event data is not a Pub/Sub push envelope with a 'message' object: \"{'nope': 1}\""
+    )
+
+
+@pytest.mark.parametrize("attempt", [1, 7])
+def test_a_positive_delivery_attempt_is_accepted(attempt: int) -> None:
+    assert isinstance(parse_event(push_event(tick_message(), delivery_attempt=attempt), CONFIG), Tick)
+
+
+def test_delivery_attempt_must_be_an_integer() -> None:
+    error = error_of(push_event(tick_message(), delivery_attempt=True))  # type: ignore[arg-type]
+    assert error.reason == "deliveryAttempt True is not a positive integer"
+
+
+def test_payload_size_limits_are_exact() -> None:
+    base = encode({"kind": "tick", "at": ""})
+    fits = encode({"kind": "tick", "at": "x" * (MAX_PAYLOAD_BYTES - len(base))})
+    assert len(fits) == MAX_PAYLOAD_BYTES
+    assert "is not an RFC 3339" in error_of(push_event(fits)).reason  # read, then refused for its content
+    over = encode({"kind": "tick", "at": "x" * (MAX_PAYLOAD_BYTES - len(base) + 1)})
+    assert error_of(push_event(over)).reason == f"the payload is {MAX_PAYLOAD_BYTES + 1} bytes, more than 65536"
+    # base64 longer than any 64 KiB payload's encoding is refused before decoding
+    limit = (MAX_PAYLOAD_BYTES * 4) // 3 + 4
+    assert error_of(push_event("A" * (limit + 1))).reason == "the payload is larger than 65536 bytes"
+    assert "larger than" not in error_of(push_event("A" * limit)).reason
+
+
+def test_ids_are_the_messages_own() -> None:
+    work = parse_event(push_event(work_message("cdc-local:shop-pg"), message_id="w-9"), CONFIG)
+    assert work.message_id == "w-9"
+    tick = parse_event(push_event(tick_message(at(5)), message_id="t-9"), CONFIG)
+    assert (tick.message_id, tick.clock) == ("t-9", at(5))
