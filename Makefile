@@ -43,11 +43,11 @@ tf-check: venv
 bench: venv
 	$(PY) -m bench
 
-# Mutants are written under mutants/ (git-ignored), never into the source tree; results are cached there, so a
-# second run only re-tests what changed. Score per module and the survivors at the end; fails under 90 %.
+# Mutants are written under mutants/ (git-ignored), never into the source tree. Every run starts afresh: mutmut's
+# cache would keep a survivor's verdict after a new test kills it. Score per module and survivors; fails under 90 %.
 mutate: venv
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-mutate.txt
-	mkdir -p mutants
+	rm -rf mutants && mkdir -p mutants
 	@echo "mutmut run: progress in mutants/run.log (several minutes on 2 cores)"
 	nice -n 10 $(VENV)/bin/mutmut run $(if $(MUTATE_JOBS),--max-children $(MUTATE_JOBS)) > mutants/run.log 2>&1 \
 		|| { tr '\r' '\n' < mutants/run.log | tail -n 40; exit 1; }
