@@ -248,3 +248,144 @@ def test_output_columns_that_cannot_be_known_are_refused_naming_the_column(tmp_p
     assert "::text AS lower" in e.value.reason
     with pytest.raises(TemplateError):
         t.validate(config)
+
+
+# --- keys at their bounds, the verify key, the verify query's context, validation ----------------------------------
+
+
+def test_verify_key_extension_and_generation(tmp_path: Path, demo: Config) -> None:
+    source = demo.sources[0]
+    assert Templates().verify_key(demo, source, "orders", WINDOW) == (
+        "cdc/verify/shop/orders/20260304T050000_20260304T060000.csv"
+    )
+    _, gz = custom(tmp_path, {}, csv={"gzip": True})
+    assert Templates().verify_key(gz, gz.sources[0], "orders", WINDOW, generation=3) == (
+        "cdc/verify/shop/orders/20260304T050000_20260304T060000.g3.csv.gz"
+    )
+    assert Templates().manifest_key(demo, source, WINDOW, version=2).endswith("/_manifest.v2.json")
+
+
+@pytest.mark.parametrize(("generation", "shown"), [(0, "0"), (-1, "-1"), (True, "True"), (1.0, "1.0")])
+def test_generations_and_versions_must_be_positive_integers(demo: Config, generation: object, shown: str) -> None:
+    source = demo.sources[0]
+    with pytest.raises(TemplateError) as e:
+        Templates().object_key(demo, source, "orders", WINDOW, generation=generation)  # type: ignore[arg-type]
+    assert e.value.reason == f"generation {shown} is not a positive integer"
+    with pytest.raises(TemplateError) as e:
+        Templates().manifest_key(demo, source, WINDOW, version=generation)  # type: ignore[arg-type]
+    assert (e.value.template, e.value.reason) == ("keys/manifest.j2", f"version {shown} is not a positive integer")
+
+
+def test_key_length_leaves_room_for_the_generation_and_extension(tmp_path: Path, demo: Config) -> None:
+    from dataclasses import replace
+
+    from shared.core.config import KeyLayout
+
+    for length, ok in [(992, True), (993, False)]:
+        name = f"keys/long{length}.j2"
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("a" * length)
+        config = replace(demo, layout=KeyLayout(table=name))
+        if ok:
+            assert Templates(tmp_path).object_key(config, config.sources[0], "orders", WINDOW) == "a" * 992 + ".csv"
+        else:
+            with pytest.raises(TemplateError) as e:
+                Templates(tmp_path).object_key(config, config.sources[0], "orders", WINDOW)
+            assert e.value.reason == (
+                f"renders {'a' * 80!r}, not an object key (segments of A-Z a-z 0-9 _ . = + - joined by '/', "
+                "no leading, trailing or double '/', no spaces)"
+            )
+    for text, segment in [("cdc/./x", "."), ("cdc/x/..", "..")]:
+        (tmp_path / "keys/dot.j2").write_text(text)
+        config = replace(demo, layout=KeyLayout(table="keys/dot.j2"))
+        with pytest.raises(TemplateError) as e:
+            Templates(tmp_path).object_key(config, config.sources[0], "orders", WINDOW)
+        assert e.value.reason == f"renders {text!r}, which has a '.' or '..' segment", segment
+    (tmp_path / "keys/dots.j2").write_text("cdc/.../x.y")
+    config = replace(demo, layout=KeyLayout(table="keys/dots.j2"))
+    assert Templates(tmp_path).object_key(config, config.sources[0], "orders", WINDOW) == "cdc/.../x.y.csv"
+
+
+def test_the_verify_query_spans_the_first_to_the_last_window(tmp_path: Path) -> None:
+    text = (
+        "SELECT '{{ low_watermark }}', '{{ high_watermark }}', {{ windows | length }}, '{{ database }}', '{{ schema }}'"
+    )
+    t, config = custom(
+        tmp_path, {"v.sql": text + ", '{{ tables | join(',') }}', '{{ params.watermark_column }}', '{{ table }}'"}
+    )
+    source = config.sources[0]
+    windows = [Window(WINDOW.low.add(hours=h), WINDOW.high.add(hours=h)) for h in range(3)]
+    from dataclasses import replace
+
+    table = replace(source.table("orders"), verify_template="v.sql")
+    assert t.render_verify_query(source, table, windows) == (
+        "SELECT '2026-03-04 05:00:00+00:00', '2026-03-04 08:00:00+00:00', 3, 'shop', 'public', "
+        "'orders,payments,shipments,page_views', 'event_timestamp', 'orders'"
+    )
+
+
+def test_values_are_not_html_escaped(tmp_path: Path) -> None:
+    t, config = custom(tmp_path, {"q.sql": "SELECT '{{ params.x }}' FROM {{ table }}"})
+    from dataclasses import replace
+
+    source = config.sources[0]
+    table = replace(source.table("orders"), template="q.sql", params={"x": "a<b&c"})
+    assert t.render_query(source, table, WINDOW) == "SELECT 'a<b&c' FROM orders"
+
+
+def test_a_query_that_is_not_one_statement_names_the_template_and_the_rule(tmp_path: Path) -> None:
+    t, config = custom(tmp_path, {"two.sql": "SELECT 1; SELECT 2"})
+    from dataclasses import replace
+
+    source = config.sources[0]
+    with pytest.raises(TemplateError) as e:
+        t.render_query(source, replace(source.table("orders"), template="two.sql"), WINDOW)
+    assert (e.value.template, e.value.reason) == ("two.sql", "renders a second statement after ';'")
+    assert e.value.hint == "a template must render exactly one SELECT statement"
+
+
+def test_the_schema_query_sees_the_database_schema_tables_and_params(tmp_path: Path) -> None:
+    t, config = custom(
+        tmp_path,
+        {"s.sql": "SELECT '{{ database }}', '{{ schema }}', '{{ tables | join(',') }}', {{ params | length }}"},
+        schema_template="s.sql",
+    )
+    assert t.render_schema_query(config.sources[0], WINDOW, {"p": 7}) == (
+        "SELECT 'shop', 'public', 'orders,payments,shipments,page_views', 1"
+    )
+    assert t.render_schema_query(config.sources[0], WINDOW).endswith(", 0")
+
+
+def test_a_table_whose_columns_cannot_be_known_names_its_template(tmp_path: Path) -> None:
+    t, config = custom(tmp_path, {"star.sql": "SELECT a FROM {{ table }} UNION SELECT b FROM {{ table }}"})
+    from dataclasses import replace
+
+    source = config.sources[0]
+    with pytest.raises(TemplateError) as e:
+        t.output_shape(source, replace(source.table("orders"), template="star.sql"), WINDOW)
+    assert e.value.template == "star.sql"
+    assert e.value.reason == "is not a single SELECT whose output columns can be read (a UNION, or no SELECT)"
+    assert e.value.hint == "the manifest must name every column of the CSV exactly"
+
+
+def test_validate_names_the_layout_and_both_owners_of_a_shared_key(tmp_path: Path) -> None:
+    import copy
+    import shutil
+
+    from shared.core.errors import ConfigError
+
+    doc = json.loads((REPO / "local" / "demo_config.json").read_text())
+    second = copy.deepcopy(doc["sources"][0])
+    second.update(name="crm", instance="cdc-local:crm-pg", database="crm")
+    second["tables"] = [{"name": "contacts", "template": "orders.sql"}]
+    doc["sources"].append(second)
+    shutil.copytree(REPO / "templates", tmp_path, dirs_exist_ok=True)
+    (tmp_path / "keys" / "flat.j2").write_text("{{ root }}/schemas/schema_{{ ts_nodash }}")  # names no source
+    doc.setdefault("layout", {})["schema"] = "keys/flat.j2"
+    config = parse_config(doc)
+    Templates(tmp_path).validate(parse_config({**doc, "sources": doc["sources"][:1]}))  # one source: fine
+    with pytest.raises(ConfigError) as e:
+        Templates(tmp_path).validate(config)
+    assert "layout.schema" in str(e.value)
+    assert "for source 'shop' schema and source 'crm' schema" in str(e.value)
+    assert "use {{ source }} in the layout" in str(e.value)
