@@ -9,7 +9,7 @@ import pytest
 from googleapiclient.errors import HttpError
 
 from shared.adapters.sqladmin import _classify
-from shared.core.errors import ExportRejected, InstanceBusy, TransientApiError
+from shared.core.errors import ExportRejected, InstanceBusy, InstanceUnavailable, TransientApiError
 from shared.core.operations import Operation
 
 
@@ -23,14 +23,15 @@ def http_error(status: int, reason: str, message: str = "boom") -> HttpError:
     [
         (409, "operationInProgress", InstanceBusy),
         (403, "operationInProgress", InstanceBusy),
-        (429, "rateLimitExceeded", TransientApiError),
+        (429, "rateLimitExceeded", InstanceUnavailable),
         (500, "backendError", TransientApiError),
         (503, "backendError", TransientApiError),
         (400, "invalid", ExportRejected),
-        (403, "notAuthorized", ExportRejected),
+        (403, "notAuthorized", InstanceUnavailable),
         (404, "instanceDoesNotExist", ExportRejected),
     ],
 )
+# Defect (fixed): 403 while IAM propagates and 429 quota failed every queued task after one attempt.
 def test_errors_map_through_one_table(status: int, reason: str, expected: type) -> None:
     mapped = _classify(http_error(status, reason))
     assert type(mapped) is expected
@@ -50,3 +51,13 @@ def test_operation_done_with_error() -> None:
     assert (op.done, op.failed, op.uri, op.error_code) == (True, True, "gs://b/k.csv", "ERROR_RDBMS")
     running = Operation.from_resource({"name": "op-2", "status": "RUNNING"})
     assert (running.done, running.failed) == (False, False)
+
+
+def test_a_stopped_instance_is_instance_level_and_other_400s_are_the_requests_fault() -> None:
+    """The real answer for a stopped instance (reported publicly): 400, reason "invalid", the message tells."""
+    stopped = _classify(http_error(400, "invalid", "Invalid request: Invalid request since instance is not running."))
+    assert isinstance(stopped, InstanceUnavailable) and stopped.condition == "not running" and stopped.status == 400
+    assert (
+        type(_classify(http_error(400, "invalid", "Invalid request: exportContext.uri is malformed.")))
+        is ExportRejected
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -22,6 +23,9 @@ class FaultSettings:
     fail_uri_regex: str | None = None  # exports whose uri matches (re.search) always fail
     request_latency: float = 0.0  # added before every API call is handled
     seed: int | None = None  # seeds the random draws, for reproducible fault sequences
+    stopped_instances: tuple[str, ...] = ()  # exports to these instances answer 400 "instance is not running"
+    forbidden_instances: tuple[str, ...] = ()  # calls about these instances answer 403 notAuthorized (IAM)
+    calls_per_minute: int = 0  # more API calls than this in any 60 s answer 429 rateLimitExceeded (0: no limit)
 
     def merged(self, changes: dict[str, Any]) -> FaultSettings:
         """Return a copy with `changes` applied; raises a 400 ApiError naming a bad key or value."""
@@ -45,6 +49,15 @@ class FaultSettings:
         seed = changes.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise invalid(f"seed must be an integer, got {seed!r}")
+        for key in ("stopped_instances", "forbidden_instances"):
+            if key in changes:
+                names = changes[key]
+                if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+                    raise invalid(f"{key} must be a list of instance names, got {names!r}")
+                changes = {**changes, key: tuple(names)}
+        limit = changes.get("calls_per_minute")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise invalid(f"calls_per_minute must be a non-negative integer, got {limit!r}")
         return replace(self, **changes)
 
 
@@ -57,6 +70,7 @@ class Faults:
         self._settings = initial
         self._rng = random.Random(initial.seed)
         self._counts: Counter[str] = Counter()
+        self._calls: list[float] = []
 
     @property
     def settings(self) -> FaultSettings:
@@ -76,6 +90,7 @@ class Faults:
             self._settings = self._initial
             self._rng = random.Random(self._initial.seed)
             self._counts.clear()
+            self._calls.clear()
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -88,6 +103,24 @@ class Faults:
             if fire:
                 self._counts["http_503"] += 1
             return fire
+
+    def refuse(self, instance: str | None, exporting: bool) -> str | None:
+        """Which production refusal this call gets, if any (`rate_limited`, `forbidden`, `stopped`); counted."""
+        with self._lock:
+            settings, now = self._settings, time.monotonic()
+            if settings.calls_per_minute:
+                self._calls = [t for t in self._calls if now - t < 60]
+                if len(self._calls) >= settings.calls_per_minute:
+                    self._counts["http_429"] += 1
+                    return "rate_limited"
+                self._calls.append(now)
+            if instance in settings.forbidden_instances:
+                self._counts["http_403"] += 1
+                return "forbidden"
+            if exporting and instance in settings.stopped_instances:
+                self._counts["http_400_not_running"] += 1
+                return "stopped"
+            return None
 
     def draw_operation_failure(self, uri: str) -> str | None:
         """Why this export must fail (`fail_uri_regex` or `op_fail_rate`), or None; counted by kind."""

@@ -19,6 +19,11 @@ from local.sqladmin_emulator.operations import OperationStore
 from shared.core.logs import log
 
 # (version prefix)(project)(rest): both API versions share the same resource paths under their prefix.
+_REFUSALS = {
+    "rate_limited": api_errors.rate_limited,
+    "forbidden": api_errors.not_authorized,
+    "stopped": api_errors.not_running,
+}
 _API_PATH = re.compile(r"^/(v1|sql/v1beta4)/projects/([^/]+)/(.*)$")
 _EXPORT = re.compile(r"^instances/([^/]+)/export$")
 _OPERATION = re.compile(r"^operations/([^/]+)$")
@@ -133,6 +138,11 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(settings.request_latency)
         if self.server.faults.draw_http_error():
             raise api_errors.unavailable()
+        export = _EXPORT.match(rest) if method == "POST" else None
+        instance = export.group(1) if export else query.get("instance")
+        refusal = self.server.faults.refuse(instance, exporting=export is not None)
+        if refusal is not None:
+            raise _REFUSALS[refusal]()
         base_url = f"http://{self.headers.get('Host', 'localhost')}/{version}/"
         store = self.server.store
 

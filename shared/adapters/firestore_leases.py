@@ -24,10 +24,22 @@ def _lease_of(snap: Any) -> Lease:
 
 
 class FirestoreLeases:
-    """The `leases` collection: one document per instance."""
+    """The `leases` collection: one document per instance; and `breakers`: an instance paused by an
+    instance-level condition (shared/app/breaker.py), written only by its lease holder."""
 
     client: firestore.Client
     _leases: Any
+    _breakers: Any
+
+    def breaker(self, instance: str) -> dict[str, Any] | None:
+        snap = self._breakers.document(instance).get()
+        return snap.to_dict() if snap.exists else None
+
+    def save_breaker(self, instance: str, record: dict[str, Any]) -> None:
+        self._breakers.document(instance).set(record)
+
+    def clear_breaker(self, instance: str) -> None:
+        self._breakers.document(instance).delete()
 
     def acquire_lease(self, instance: str, holder: str, ttl: float, now: pendulum.DateTime) -> Lease:
         """Take the instance's lease if it is free, expired, or already ours."""

@@ -8,6 +8,7 @@ configured prefix):
 - `cursors`: per source: `planned_through`, the end of the last live window the planner queued.
 - `manifests`: per (source, window): what landed in the bucket for a complete window.
 - `leases`: per instance: the worker chain holding it, its expiry and last heartbeat (firestore_leases.py).
+- `breakers`: per instance paused by an instance-level condition (stopped, IAM, quota): since when, until when.
 
 Every public call maps Firestore's errors through `ERRORS` (the one table for this service).
 """
@@ -54,3 +55,4 @@ class StateStore(FirestoreTasks, FirestoreProgress, FirestoreLeases):
         self._cursors = client.collection(f"{prefix}cursors")
         self._leases = client.collection(f"{prefix}leases")
         self._manifests = client.collection(f"{prefix}manifests")
+        self._breakers = client.collection(f"{prefix}breakers")

@@ -21,11 +21,11 @@ from google_auth_httplib2 import AuthorizedHttp
 from googleapiclient import discovery
 from googleapiclient.errors import HttpError
 
-from shared.core.errors import ExportRejected, InstanceBusy, TransientApiError
+from shared.core.errors import ExportRejected, InstanceBusy, InstanceUnavailable, TransientApiError
 from shared.core.operations import Operation
 
 _BUSY_REASON = "operationInProgress"
-_TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+_TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 _QUICK_RETRY_DELAYS = (0.1, 0.3, 1.0)
 _TIMEOUT_SECONDS = 60
 
@@ -49,14 +49,29 @@ def _transient(status: int, reason: str, message: str) -> Exception:
     return TransientApiError(status, message)
 
 
-ERRORS: tuple[tuple[Callable[[int, str], bool], Callable[[int, str, str], Exception]], ...] = (
+def _unavailable(condition: str) -> Callable[[int, str, str], Exception]:
+    return lambda status, reason, message: InstanceUnavailable(condition, status, reason, message)
+
+
+def _not_running(status: int, reason: str, message: str) -> bool:
+    return status == 400 and "not running" in message.lower()
+
+
+ERRORS: tuple[tuple[Callable[[int, str, str], bool], Callable[[int, str, str], Exception]], ...] = (
     # Busy: 409 operationInProgress (confirmed: the API's documented answer); older API versions answered 403
     # with the same reason.
-    (lambda status, reason: status == 409 or (status == 403 and reason == _BUSY_REASON), _busy),
-    # Quota (429) and server errors: transient.
-    (lambda status, reason: status in _TRANSIENT_STATUSES, _transient),
-    # Anything else is the request's own fault (400 invalid, 403 notAuthorized, 404 instanceDoesNotExist...).
-    (lambda status, reason: True, ExportRejected),
+    (lambda status, reason, message: status == 409 or (status == 403 and reason == _BUSY_REASON), _busy),
+    # Instance-level, nothing wrong with the task: stopped or restarting (confirmed in public reports of the
+    # real answer: 400, reason "invalid", "Invalid request since instance is not running."; the reason is
+    # generic, so the message tells), a permission refused (403: IAM still propagating after an apply, or
+    # revoked), quota (429 rateLimitExceeded).
+    (_not_running, _unavailable("not running")),
+    (lambda status, reason, message: status == 403, _unavailable("permission")),
+    (lambda status, reason, message: status == 429, _unavailable("quota")),
+    # Server errors: transient, retried in place.
+    (lambda status, reason, message: status in _TRANSIENT_STATUSES, _transient),
+    # Anything else is the request's own fault (400 invalid request, 404 instanceDoesNotExist...).
+    (lambda status, reason, message: True, ExportRejected),
 )
 """The one table from API errors (HTTP status, error reason) to project errors: the first row that matches."""
 
@@ -64,7 +79,7 @@ ERRORS: tuple[tuple[Callable[[int, str], bool], Callable[[int, str, str], Except
 def _classify(exc: HttpError) -> Exception:
     status, reason = exc.status_code, _reason(exc)
     message = exc.reason or str(exc)
-    return next(make(status, reason, message) for matches, make in ERRORS if matches(status, reason))
+    return next(make(status, reason, message) for matches, make in ERRORS if matches(status, reason, message))
 
 
 class SqlAdmin:

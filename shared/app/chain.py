@@ -15,6 +15,7 @@ from typing import Any
 
 from shared.app import hooks
 from shared.app.bookkeeping import finalize
+from shared.app.breaker import Breaker
 from shared.app.lease import LeaseKeeper
 from shared.app.ports import Services
 from shared.app.requests import Prepared, prepare
@@ -22,6 +23,7 @@ from shared.core import logs
 from shared.core.errors import (
     ExportRejected,
     InstanceBusy,
+    InstanceUnavailable,
     PermanentError,
     RetryableError,
     TemplateError,
@@ -58,6 +60,8 @@ class Chain:
         self.instance = instance
         self.project, self.instance_name = instance.split(":", 1)
         self.lease = lease
+        self.breaker = Breaker(self.state, self.clock, instance)
+        self._breaker_open = self.state.breaker(instance) is not None
         self._deadline = self.clock.monotonic() + self.settings.budget_seconds
         self.stats = ChainStats()
 
@@ -112,7 +116,7 @@ class Chain:
         """The task's operation; None if the API could not answer this time."""
         try:
             return self.services.sqladmin.get_operation(self.project, task.operation or "")
-        except TransientApiError as exc:
+        except (TransientApiError, InstanceUnavailable) as exc:
             logs.warning("operation poll failed; retrying", **task.log_fields(), error=str(exc))
             return None
         except ExportRejected as exc:
@@ -182,9 +186,24 @@ class Chain:
                 logs.info("instance busy; backing off", **task.log_fields(), seconds=round(pause, 2), error=str(exc))
                 self.lease.pause(pause)
                 delay = min(delay * 2, BUSY_BACKOFF_MAX_SECONDS)
+            except InstanceUnavailable as exc:
+                # Nothing is wrong with the task: keep its claim (no attempt is spent) and pause the instance.
+                adopted = self.find_operation(task.uri)
+                if adopted is not None:
+                    operation = adopted
+                    break
+                self._breaker_open = True
+                pause = self.breaker.trip(exc)
+                if pause >= self.remaining():
+                    logs.warning("instance still unavailable at the end of the budget", **task.log_fields())
+                    return None
+                self.lease.pause(pause)
             except ExportRejected as exc:
                 self.fail_permanently(task, exc)
                 return None
+        if self._breaker_open:
+            self.breaker.reset()
+            self._breaker_open = False
         hooks.reached("after_submit")
         running = self.state.mark_running(task, operation.name)
         self.stats.submitted += 1

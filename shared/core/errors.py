@@ -13,7 +13,8 @@ maps them to exit codes through `exit_code`.
     │   └── UsageError            an operator command asked for something impossible (no such task...)
     └── RetryableError            try again later, with backoff
         ├── InstanceBusy          HTTP 409 (or 403) operationInProgress: another operation runs on the instance
-        ├── TransientApiError     HTTP 429 / 5xx / connection errors from the Admin API
+        ├── TransientApiError     HTTP 5xx / connection errors from the Admin API
+        ├── InstanceUnavailable   the instance cannot take exports now (stopped, IAM still propagating, quota)
         ├── LeaseLost             another worker took the instance lease (ours expired): stop, touch nothing
         ├── LeaseSuspect          the lease is held by a worker whose heartbeat is stale
         └── CloudUnavailable      exit 4: Firestore, Cloud Storage or Pub/Sub could not be reached or refused
@@ -151,6 +152,20 @@ class TransientApiError(RetryableError):
     def __init__(self, status: int | None, message: str) -> None:
         self.status = status
         super().__init__(f"transient error {status}: {message}")
+
+
+class InstanceUnavailable(RetryableError):
+    """Nothing is wrong with the task: the instance cannot take exports now (stopped or restarting: 400 "instance
+    is not running"; permission refused while IAM propagates: 403; quota: 429). The chain pauses the instance
+    with backoff (its breaker), spends no task attempts, and resumes by itself."""
+
+    hint = "the instance's chain pauses and retries by itself; cdc status shows the pause"
+
+    def __init__(self, condition: str, status: int, reason: str, message: str) -> None:
+        self.condition = condition
+        self.status = status
+        self.reason = reason
+        super().__init__(f"instance unavailable ({condition}: {status} {reason}): {message}")
 
 
 class LeaseLost(RetryableError):

@@ -10,8 +10,8 @@ the real adapter maps to:
   operationDoesNotExist (ExportRejected);
 - operations are listed newest first.
 Fault knobs: `fail_next` (optionally leaving the object behind, as an operation that wrote its file and then
-failed), `busy_for` (a foreign operation such as a backup), `transient` (5xx answers), `forget` (an operation
-whose name stops resolving).
+failed), `busy_for` (a foreign operation such as a backup), `refuse` (instance stopped, IAM refusing, quota),
+`transient` (5xx answers), `forget` (an operation whose name stops resolving).
 """
 
 from __future__ import annotations
@@ -27,9 +27,15 @@ from typing import Any
 import pendulum
 
 from shared.app.ports import ObjectStat
-from shared.core.errors import ExportRejected, InstanceBusy, TransientApiError
+from shared.core.errors import ExportRejected, InstanceBusy, InstanceUnavailable, TransientApiError
 from shared.core.operations import Operation
 from shared.testing.clock import FakeClock
+
+_REFUSALS = {
+    "not running": (400, "invalid", "Invalid request: Invalid request since instance is not running."),
+    "permission": (403, "notAuthorized", "The client is not authorized to make this request."),
+    "quota": (429, "rateLimitExceeded", "Quota exceeded for quota metric 'Queries'."),
+}
 
 
 class InMemoryObjects:
@@ -110,6 +116,7 @@ class FakeAdminApi:
         self._operations: dict[str, _FakeOperation] = {}
         self._failures: list[_Failure] = []
         self._transient = 0
+        self._refusals: dict[str, tuple[str, float]] = {}
         self.calls: list[str] = []
         self.exported: list[str] = []
         """The uri of every export the API accepted, in order."""
@@ -125,6 +132,11 @@ class FakeAdminApi:
         """A foreign operation that holds the instance ("project:instance") for `seconds`."""
         return self._start(instance.split(":", 1)[1], None, seconds, kind=kind).name
 
+    def refuse(self, instance: str, condition: str, seconds: float) -> None:
+        """Exports to the instance ("project:instance") are refused for `seconds`, as the real API refuses them:
+        `not running` (400 invalid), `permission` (403 notAuthorized) or `quota` (429 rateLimitExceeded)."""
+        self._refusals[instance.split(":", 1)[1]] = (condition, self.clock.monotonic() + seconds)
+
     def transient(self, answers: int) -> None:
         """The next `answers` calls fail with HTTP 503."""
         self._transient = answers
@@ -138,6 +150,9 @@ class FakeAdminApi:
     def export(self, project: str, instance: str, body: dict[str, Any]) -> Operation:
         self._call("export")
         self._advance()
+        refusal = self._refusals.get(instance)
+        if refusal is not None and self.clock.monotonic() < refusal[1]:
+            raise InstanceUnavailable(refusal[0], *_REFUSALS[refusal[0]])
         if any(op.instance == instance and not op.finished for op in self._operations.values()):
             raise InstanceBusy(
                 "instance busy (409 operationInProgress): Operation failed because another operation was already "

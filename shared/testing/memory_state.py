@@ -41,6 +41,7 @@ class InMemoryState:
         self.cursors: dict[str, pendulum.DateTime] = {}
         self.leases: dict[str, Lease] = {}
         self.manifest_docs: dict[str, dict[str, Any]] = {}
+        self.breakers: dict[str, dict[str, Any]] = {}
         self.writes = 0
 
     def _store(self, task: Task) -> Task:
@@ -232,6 +233,17 @@ class InMemoryState:
 
     def get_lease(self, instance: str) -> Lease | None:
         return self.leases.get(instance)
+
+    # ---- instance breakers ---------------------------------------------------------------------------
+
+    def breaker(self, instance: str) -> dict[str, Any] | None:
+        return dict(self.breakers[instance]) if instance in self.breakers else None
+
+    def save_breaker(self, instance: str, record: dict[str, Any]) -> None:
+        self.breakers[instance] = dict(record)
+
+    def clear_breaker(self, instance: str) -> None:
+        self.breakers.pop(instance, None)
 
     # ---- manifests --------------------------------------------------------------------------------
 
