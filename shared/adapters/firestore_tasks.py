@@ -18,6 +18,7 @@ from shared.core.tasks import FINISHED_STATES, OPEN_STATES, CreateResult, Task, 
 from shared.core.windows import ts_nodash
 
 BATCH_SIZE = 400
+_FORCE_ATTEMPTS = 5
 """Tasks per batched commit (Firestore allows 500 writes per commit)."""
 _TIMESTAMP_FIELDS = ("low", "high", "not_before", "created_at", "submitted_at", "done_at")
 
@@ -81,29 +82,34 @@ class FirestoreTasks:
         return CreateResult(created=created, forced=forced, existing=existing)
 
     def _force(self, snap: Any, token: str, requested: Task) -> bool:
-        current = task_from_snapshot(snap)
-        if current.force_token == token or current.state not in FINISHED_STATES:
-            return False
-        try:
-            snap.reference.update(
-                {
-                    "state": "pending",
-                    "generation": next_generation(current),
-                    "attempts": 0,
-                    "not_before": None,
-                    "operation": None,
-                    "uri": None,
-                    "error": None,
-                    "finalized": False,
-                    "force_token": token,
-                    "offload": requested.offload,
-                    "updated_at": firestore.SERVER_TIMESTAMP,
-                },
-                option=self.client.write_option(last_update_time=snap.update_time),
-            )
-        except gexc.FailedPrecondition:
-            return False
-        return True
+        """Re-queue a finished task once per token. A concurrent change (the worker finalizing it) makes the
+        conditional update fail: read it again and retry, so a forced window is never silently skipped."""
+        for _ in range(_FORCE_ATTEMPTS):
+            current = task_from_snapshot(snap)
+            if current.force_token == token or current.state not in FINISHED_STATES:
+                return False
+            try:
+                snap.reference.update(
+                    {
+                        "state": "pending",
+                        "generation": next_generation(current),
+                        "attempts": 0,
+                        "not_before": None,
+                        "operation": None,
+                        "uri": None,
+                        "error": None,
+                        "finalized": False,
+                        "force_token": token,
+                        "offload": requested.offload,
+                        "updated_at": firestore.SERVER_TIMESTAMP,
+                    },
+                    option=self.client.write_option(last_update_time=snap.update_time),
+                )
+            except gexc.FailedPrecondition:
+                snap = snap.reference.get()
+                continue
+            return True
+        raise gexc.Aborted(f"task {requested.id} kept changing while a forced backfill re-queued it")
 
     def _commit_tolerating_races(
         self, batch: Any, missing: Sequence[tuple[Task, Any]], force_token: str | None
