@@ -29,3 +29,19 @@ def test_a_forced_backfill_is_not_skipped_when_the_task_changes_under_it(clean_s
     forced = state.get_task(task.id)
     assert (forced.state, forced.generation, forced.force_token) == ("pending", 2, "backfill-1")
     assert state._force(state._tasks.document(task.id).get(), "backfill-1", task) is False  # once per token
+
+
+def test_ranks_follow_the_latest_request_live_before_backfill(clean_stack: Any) -> None:
+    client = firestore.Client(project="cdc-local")
+    state = StateStore(client, "rank_")
+    backfill = Task("shop", "cdc-local:shop-pg", "shop", "orders", LOW, LOW.add(hours=1), priority=1, backfill=True)
+    state.create_tasks([backfill])
+    live = Task("shop", "cdc-local:shop-pg", "shop", "orders", LOW, LOW.add(hours=1))
+    state.create_tasks([live])  # a tick plans the same window live: promoted
+    promoted = state.get_task(live.id)
+    assert (promoted.priority, promoted.backfill) == (0, False)
+    assert state._tasks.document(live.id).get().get("order_key").startswith("0|")
+    state.mark_failed(promoted, {"code": "X"})
+    state.create_tasks([backfill], force_token="bf-2")  # forced by a backfill: behind live work
+    forced = state._tasks.document(live.id).get()
+    assert (forced.get("priority"), forced.get("state"), forced.get("order_key")[:2]) == (1, "pending", "1|")

@@ -4,6 +4,7 @@ forced backfill, makes the write fail instead of being lost)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from datetime import datetime
@@ -14,7 +15,15 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
-from shared.core.tasks import FINISHED_STATES, OPEN_STATES, CreateResult, Task, TaskState, next_generation
+from shared.core.tasks import (
+    FINISHED_STATES,
+    OPEN_STATES,
+    CreateResult,
+    Task,
+    TaskState,
+    next_generation,
+    rank_changes,
+)
 from shared.core.windows import ts_nodash
 
 BATCH_SIZE = 400
@@ -61,7 +70,9 @@ class FirestoreTasks:
         """Create the tasks that do not exist yet; with `force_token`, re-queue finished ones once.
 
         Re-queuing bumps the generation, so the forced export writes to a new object. The token (the
-        backfill message id) is stored on the task: a redelivered forced backfill changes nothing.
+        backfill message id) is stored on the task: a redelivered forced backfill changes nothing. A pending task
+        planned again at a higher priority (a live window a backfill created first) is promoted; a forced one
+        takes the forcing request's rank: a backfill never goes before live work, whoever wrote the document.
         """
         created = forced = existing = 0
         for chunk in _chunks(tasks, BATCH_SIZE):
@@ -79,7 +90,21 @@ class FirestoreTasks:
             existing += len(snaps)
             if force_token:
                 forced += sum(self._force(snaps[t.id], force_token, t) for t in chunk if t.id in snaps)
+            else:
+                for task in chunk:
+                    if task.id in snaps:
+                        self._promote(snaps[task.id], task)
         return CreateResult(created=created, forced=forced, existing=existing)
+
+    def _promote(self, snap: Any, requested: Task) -> None:
+        """A pending task queued again at a higher priority (live before backfill) takes that rank."""
+        current = task_from_snapshot(snap)
+        if current.state != "pending" or requested.priority >= current.priority:
+            return
+        with contextlib.suppress(gexc.FailedPrecondition):  # claimed meanwhile: it is running already
+            snap.reference.update(
+                rank_changes(current, requested), option=self.client.write_option(last_update_time=snap.update_time)
+            )
 
     def _force(self, snap: Any, token: str, requested: Task) -> bool:
         """Re-queue a finished task once per token. A concurrent change (the worker finalizing it) makes the
@@ -101,6 +126,7 @@ class FirestoreTasks:
                         "finalized": False,
                         "force_token": token,
                         "offload": requested.offload,
+                        **rank_changes(current, requested),
                         "updated_at": firestore.SERVER_TIMESTAMP,
                     },
                     option=self.client.write_option(last_update_time=snap.update_time),

@@ -13,6 +13,7 @@ A task is `finalized` once its watermark and manifest bookkeeping ran after it b
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -183,6 +184,12 @@ def verify_tasks(
         )
         for table in tables
     ]
+
+
+def rank_changes(current: Task, requested: Task) -> dict[str, Any]:
+    """The fields that move a queued task to the rank of a new request for it (priority, backfill flag, order)."""
+    ranked = dataclasses.replace(current, priority=requested.priority, backfill=requested.backfill)
+    return {"priority": ranked.priority, "backfill": ranked.backfill, "order_key": ranked.order_key}
 
 
 def next_generation(task: Task) -> int:

@@ -24,6 +24,7 @@ from shared.core.tasks import (
     Task,
     TaskState,
     next_generation,
+    rank_changes,
     walk_watermark,
 )
 from shared.core.windows import Window, ts_nodash
@@ -62,6 +63,9 @@ class InMemoryState:
                     created += 1
                     continue
                 existing += 1
+                if not force_token and current.state == "pending" and task.priority < current.priority:
+                    ranks = rank_changes(current, task)
+                    self._store(replace(current, priority=ranks["priority"], backfill=ranks["backfill"]))
                 if force_token and current.force_token != force_token and current.state in FINISHED_STATES:
                     self._store(
                         replace(
@@ -76,6 +80,8 @@ class InMemoryState:
                             finalized=False,
                             force_token=force_token,
                             offload=task.offload,
+                            priority=task.priority,
+                            backfill=task.backfill,
                         )
                     )
                     forced += 1
