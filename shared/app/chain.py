@@ -24,6 +24,7 @@ from shared.core.errors import (
     ExportRejected,
     InstanceBusy,
     InstanceUnavailable,
+    LeaseLost,
     PermanentError,
     RetryableError,
     TemplateError,
@@ -115,7 +116,9 @@ class Chain:
     def read_operation(self, task: Task) -> Operation | None:
         """The task's operation; None if the API could not answer this time."""
         try:
-            return self.services.sqladmin.get_operation(self.project, task.operation or "")
+            operation = self.services.sqladmin.get_operation(self.project, task.operation or "")
+            self.lease.heartbeat()  # fencing: a call that hung past the lease acts on nothing
+            return operation
         except (TransientApiError, InstanceUnavailable) as exc:
             logs.warning("operation poll failed; retrying", **task.log_fields(), error=str(exc))
             return None
@@ -172,6 +175,7 @@ class Chain:
         while True:
             try:
                 operation = self.services.sqladmin.export(self.project, self.instance_name, body)
+                self.lease.heartbeat()  # fencing: if this call hung past the lease, the new holder adopts it
                 break
             except (InstanceBusy, TransientApiError) as exc:
                 adopted = self.find_operation(task.uri)
@@ -220,6 +224,9 @@ class Chain:
             return None
         try:
             operations = self.services.sqladmin.list_operations(self.project, self.instance_name)
+            self.lease.heartbeat()
+        except LeaseLost:
+            raise
         except RetryableError:
             if must_know:
                 raise
