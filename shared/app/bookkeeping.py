@@ -39,7 +39,17 @@ def finalize(services: Services, templates: Templates, task: Task) -> None:
     if task.table is not None:
         moved = services.state.advance_watermark(task.source, task.table, now)
         if moved:
-            logs.info("watermark advanced", source=task.source, table=task.table, old=moved[0], new=moved[1])
+            logs.info(
+                "watermark advanced",
+                source=task.source,
+                instance=task.instance,
+                table=task.table,
+                task=task.id,
+                window_low=task.low,
+                window_high=task.high,
+                old=moved[0],
+                new=moved[1],
+            )
     try:
         _write_manifest_if_complete(services, templates, task)
     except RetryableError:

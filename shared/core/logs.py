@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal, TextIO
 
 Severity = Literal["DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL"]
@@ -17,8 +17,10 @@ def _default(value: object) -> str:
 
 
 def log(severity: Severity, message: str, *, stream: TextIO | None = None, **fields: Any) -> None:
-    """Write one structured log line. Extra fields become top-level JSON keys (jsonPayload in Cloud Logging)."""
-    entry = {"severity": severity, "message": message, **fields}
+    """Write one structured log line. Extra fields become top-level JSON keys (jsonPayload in Cloud Logging);
+    `time` (RFC 3339, UTC) is the entry's timestamp for Cloud Logging and the only clock local log files have."""
+    stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    entry = {"severity": severity, "message": message, "time": stamp, **fields}
     out = stream or sys.stdout
     out.write(json.dumps(entry, default=_default, ensure_ascii=False) + "\n")
     out.flush()
