@@ -1,1 +1,1 @@
-"""The application: planner, chain, recovery, lease policy and the Pub/Sub handlers."""
+"""The application: planner, chain, recovery, bookkeeping, verification, lease and breaker policy, and the ports."""

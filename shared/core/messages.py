@@ -1,4 +1,4 @@
-"""The three messages on our topics, parsed from the CloudEvent functions-framework makes of a Pub/Sub push.
+"""The messages on our topics (tick, backfill, verify, work), parsed from the CloudEvent functions-framework makes of a Pub/Sub push.
 
     cloud_event.data == {"message": {"data": <base64 JSON>, "messageId" | "message_id": ...,
                                      "publishTime" | "publish_time": <RFC 3339>, "attributes": {...}},
