@@ -1,4 +1,4 @@
-"""The messages on our topics (tick, backfill, verify, work), parsed from the CloudEvent functions-framework makes of a Pub/Sub push.
+"""The messages on our topics (tick, backfill, verify, work), parsed from the CloudEvents of Pub/Sub pushes.
 
     cloud_event.data == {"message": {"data": <base64 JSON>, "messageId" | "message_id": ...,
                                      "publishTime" | "publish_time": <RFC 3339>, "attributes": {...}},
