@@ -406,6 +406,18 @@ class CountingState:
     def manifests(self, source: str | None = None) -> list[dict[str, Any]]:
         return self._query(self.inner.manifests(source))
 
+    def breaker(self, instance: str) -> dict[str, Any] | None:
+        self._n("read", 1)
+        return self.inner.breaker(instance)
+
+    def save_breaker(self, instance: str, record: dict[str, Any]) -> None:
+        self._n("write", 1)
+        self.inner.save_breaker(instance, record)
+
+    def clear_breaker(self, instance: str) -> None:
+        self._n("delete", 1)
+        self.inner.clear_breaker(instance)
+
 
 class LogSink:
     """Stands in for stdout while the simulation runs: counts the structured log lines and their bytes."""
