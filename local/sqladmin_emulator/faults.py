@@ -21,6 +21,7 @@ class FaultSettings:
     error_rate: float = 0.0  # each API call answers HTTP 503 with this probability
     op_fail_rate: float = 0.0  # an export ends DONE with an error instead of exporting
     fail_uri_regex: str | None = None  # exports whose uri matches (re.search) always fail
+    fail_after_write_regex: str | None = None  # these exports write their object, then end DONE with an error
     request_latency: float = 0.0  # added before every API call is handled
     seed: int | None = None  # seeds the random draws, for reproducible fault sequences
     stopped_instances: tuple[str, ...] = ()  # exports to these instances answer 400 "instance is not running"
@@ -40,12 +41,13 @@ class FaultSettings:
                     raise invalid(f"{key} must be a non-negative number, got {value!r}")
                 if key.endswith("_rate") and value > 1:
                     raise invalid(f"{key} is a probability in [0, 1], got {value!r}")
-        regex = changes.get("fail_uri_regex")
-        if regex is not None:
-            try:
-                re.compile(regex)
-            except (re.error, TypeError) as exc:
-                raise invalid(f"fail_uri_regex {regex!r} is not a regular expression: {exc}") from None
+        for key in ("fail_uri_regex", "fail_after_write_regex"):
+            regex = changes.get(key)
+            if regex is not None:
+                try:
+                    re.compile(regex)
+                except (re.error, TypeError) as exc:
+                    raise invalid(f"{key} {regex!r} is not a regular expression: {exc}") from None
         seed = changes.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise invalid(f"seed must be an integer, got {seed!r}")
@@ -71,6 +73,7 @@ class Faults:
         self._rng = random.Random(initial.seed)
         self._counts: Counter[str] = Counter()
         self._calls: list[float] = []
+        self._failed_after_write: set[str] = set()
 
     @property
     def settings(self) -> FaultSettings:
@@ -91,6 +94,7 @@ class Faults:
             self._rng = random.Random(self._initial.seed)
             self._counts.clear()
             self._calls.clear()
+            self._failed_after_write.clear()
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -121,6 +125,17 @@ class Faults:
                 self._counts["http_400_not_running"] += 1
                 return "stopped"
             return None
+
+    def draw_failure_after_write(self, uri: str) -> bool:
+        """True when this export must fail after its object was written (`fail_after_write_regex`), once per uri:
+        a retry to the same uri would be refused as an overwrite, which the worker must never attempt."""
+        with self._lock:
+            regex = self._settings.fail_after_write_regex
+            if regex and re.search(regex, uri) and uri not in self._failed_after_write:
+                self._failed_after_write.add(uri)
+                self._counts["fail_after_write"] += 1
+                return True
+            return False
 
     def draw_operation_failure(self, uri: str) -> str | None:
         """Why this export must fail (`fail_uri_regex` or `op_fail_rate`), or None; counted by kind."""

@@ -261,6 +261,10 @@ class OperationStore:
                     raise _Cancelled
                 op.committing = True
             self._exporter.upload(op.export, spool)
+            if self._faults.draw_failure_after_write(op.export.uri):
+                raise OperationFailed(
+                    "INTERNAL_ERROR", "An internal error occurred after the export file was written (injected)."
+                )
         except _Cancelled:
             pass  # reported below, from the flag
         except OperationFailed as exc:
