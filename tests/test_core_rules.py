@@ -276,3 +276,8 @@ def test_the_watermark_walk_reads_the_tables_own_tasks() -> None:
     done = {task_id("shop", T0.add(hours=h), "orders"): ("done", T0.add(hours=h + 1)) for h in range(3)}
     done[task_id("shop", T0, None)] = ("pending", T0.add(hours=1))  # the schema task does not hold a table back
     assert walk_watermark("shop", "orders", T0, done.get) == T0.add(hours=3)
+
+
+def test_an_invalid_cron_expression_has_the_interval_problem() -> None:
+    e = error(Schedule.parse, "61 * * * *")
+    assert e.problem.startswith("is not a duration that divides a day evenly (30s, 15m, 1h, 1d) or a 5-field cron")

@@ -271,3 +271,21 @@ def test_pause_sleeps_exactly_the_time_asked_in_slices_and_keeps_the_lease() -> 
     assert clock.monotonic() == 1100
     k.pause(0.25)
     assert clock.monotonic() == pytest.approx(1100.25)
+
+
+def test_takeover_polls_spread_below_and_above_the_policys_interval() -> None:
+    import random
+
+    sleeps: list[float] = []
+
+    class Recording(FakeClock):
+        def sleep(self, seconds: float) -> None:
+            sleeps.append(seconds)
+            super().sleep(seconds)
+
+    random.seed(17)
+    clock = Recording(T0)
+    state = InMemoryState()
+    state.acquire_lease(INSTANCE, "m1/a", POLICY.ttl, clock.now())
+    take_lease(state, clock, INSTANCE, "m1", "m1/b", POLICY)
+    assert min(sleeps) < POLICY.takeover_poll < max(sleeps)

@@ -391,3 +391,21 @@ def test_ids_are_the_messages_own() -> None:
     assert work.message_id == "w-9"
     tick = parse_event(push_event(tick_message(at(5)), message_id="t-9"), CONFIG)
     assert (tick.message_id, tick.clock) == ("t-9", at(5))
+
+
+def test_long_envelopes_and_payloads_are_quoted_to_a_bound() -> None:
+    error = error_of(object())
+    assert error.message_id is None
+    long_data = {"nope": "x" * 200}
+    error = error_of(CloudEvent({"type": "t", "source": "s"}, long_data))
+    assert error.reason == f"event data is not a Pub/Sub push envelope with a 'message' object: {str(long_data)[:80]!r}"
+    raw = json.dumps(list(range(100))).encode()
+    assert error_of(push_event(raw)).reason == f"the payload is not a JSON object: {raw[:60]!r}"
+
+
+def test_an_unknown_instance_lists_every_known_one() -> None:
+    error = error_of(push_event(work_message("cdc-local:nope")), two_sources())
+    assert error.reason == (
+        "instance 'cdc-local:nope' is not the instance of any configured source "
+        "(known: cdc-local:shop-pg, cdc-local:crm-pg)"
+    )

@@ -19,6 +19,7 @@ from shared.testing.services import FakeServices
 T0 = pendulum.datetime(2026, 1, 1, tz="UTC")
 INSTANCE = "cdc-local:shop-pg"
 OTHER = "cdc-local:other-pg"
+ENVELOPE = ("severity", "message", "time")  # every log line's own fields
 
 
 def doc(**source: Any) -> dict[str, Any]:
@@ -193,7 +194,7 @@ def test_a_backfill_queues_only_its_tables_behind_live_work_and_logs_its_counts(
     assert svc.state.get_cursor("shop") is None and svc.state.get_watermark("shop", "orders") is None
     assert svc.bus.published == [INSTANCE]
     [planned] = logged(capsys, "backfill planned")
-    assert {k: planned[k] for k in planned if k not in ("severity", "message")} == {
+    assert {k: planned[k] for k in planned if k not in ENVELOPE} == {
         "source": "shop",
         "instance": INSTANCE,
         "start": T0.isoformat(),
@@ -268,7 +269,7 @@ def test_a_tick_plans_scheduled_verification_once_per_period(capsys: pytest.Capt
         ("payments", T0.add(hours=2), T0.add(hours=4), BACKFILL_PRIORITY),
     ]
     [planned] = logged(capsys, "verification planned")
-    assert {k: planned[k] for k in planned if k not in ("severity", "message")} == {
+    assert {k: planned[k] for k in planned if k not in ENVELOPE} == {
         "source": "shop",
         "instance": INSTANCE,
         "window_low": T0.add(hours=2).isoformat(),
@@ -306,7 +307,7 @@ def test_an_on_demand_verification_queues_its_tables_and_wakes_the_instance(
     )
     assert svc.bus.published == [INSTANCE]
     [planned] = logged(capsys, "verification planned")
-    assert {k: planned[k] for k in planned if k not in ("severity", "message")} == {
+    assert {k: planned[k] for k in planned if k not in ENVELOPE} == {
         "source": "shop",
         "instance": INSTANCE,
         "window_low": T0.isoformat(),
@@ -315,3 +316,16 @@ def test_an_on_demand_verification_queues_its_tables_and_wakes_the_instance(
         "tasks_created": 1,
         "message_id": "v-1",
     }
+
+
+def test_each_on_demand_verification_request_runs_and_a_redelivery_adds_nothing() -> None:
+    at = T0.add(hours=6)
+    svc = services(at)
+    request = Verify("v-1", at, T0, T0.add(hours=3), "shop", ("payments",))
+    plan_verify(request, svc)
+    plan_verify(request, svc)  # the same message redelivered
+    plan_verify(Verify("v-2", at, T0, T0.add(hours=3), "shop", ("payments",)), svc)
+    assert sorted(t.id for t in svc.state.all_tasks()) == [
+        "shop.20260101T000000.verify.payments.20260101T030000.v-1",
+        "shop.20260101T000000.verify.payments.20260101T030000.v-2",
+    ]

@@ -10,7 +10,7 @@ import pytest
 
 from shared.core.config import Config, parse_config
 from shared.core.environment import load_config
-from shared.core.errors import TemplateError
+from shared.core.errors import ConfigError, TemplateError
 from shared.core.templates import Templates, _one_line, export_request_body, export_uri
 from shared.core.windows import Window
 from tests.golden import assert_golden
@@ -389,3 +389,83 @@ def test_validate_names_the_layout_and_both_owners_of_a_shared_key(tmp_path: Pat
     assert "layout.schema" in str(e.value)
     assert "for source 'shop' schema and source 'crm' schema" in str(e.value)
     assert "use {{ source }} in the layout" in str(e.value)
+
+
+def test_an_e_after_a_dollar_quote_is_a_word_not_an_escape_string() -> None:
+    # '$' ends a word: the E is an identifier character, so 'b\' is a plain literal that ends at its second quote
+    assert _one_line("SELECT $$a$$E'b\\', 'c' FROM t") == "SELECT $$a$$E'b\\', 'c' FROM t"
+
+
+def test_long_dot_segment_keys_are_quoted_to_80_characters(tmp_path: Path, demo: Config) -> None:
+    from dataclasses import replace
+
+    from shared.core.config import KeyLayout
+
+    text = "a" * 100 + "/../x"
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys/long.j2").write_text(text)
+    config = replace(demo, layout=KeyLayout(table="keys/long.j2"))
+    with pytest.raises(TemplateError) as e:
+        Templates(tmp_path).object_key(config, config.sources[0], "orders", WINDOW)
+    assert e.value.reason == f"renders {'a' * 80!r}, which has a '.' or '..' segment"
+
+
+def test_key_layouts_see_the_database_and_schema(tmp_path: Path, demo: Config) -> None:
+    from dataclasses import replace
+
+    from shared.core.config import KeyLayout
+
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys/db.j2").write_text("{{ root }}/{{ database }}/{{ schema }}/{{ table }}")
+    config = replace(demo, layout=KeyLayout(table="keys/db.j2"))
+    assert Templates(tmp_path).object_key(config, config.sources[0], "orders", WINDOW) == "cdc/shop/public/orders.csv"
+
+
+def test_the_schema_snapshot_keeps_the_tables_read_after_a_table_that_cannot_be_read(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    t, config = custom(
+        tmp_path,
+        {
+            "bad.sql": "SELECT a FROM orders UNION SELECT b FROM orders",
+            "join.sql": "SELECT p.id, c.name FROM payments p JOIN customers c ON c.id = p.customer_id",
+        },
+    )
+    source = config.sources[0]
+    tables = (
+        replace(source.table("orders"), template="bad.sql"),
+        replace(source.table("payments"), template="join.sql"),
+    )
+    source = replace(source, tables=tables)
+    assert t.snapshot_tables(source, WINDOW) == ("orders", "payments", "customers")
+
+
+def layout_clash(tmp_path: Path, field: str, text: str, sources: int) -> ConfigError:
+    import copy
+    import shutil
+
+    doc = json.loads((REPO / "local" / "demo_config.json").read_text())
+    second = copy.deepcopy(doc["sources"][0])
+    second.update(name="crm", instance="cdc-local:crm-pg", database="crm")
+    second["tables"] = [{"name": "contacts", "template": "orders.sql"}]
+    doc["sources"] = [*doc["sources"], second][:sources]
+    shutil.copytree(REPO / "templates", tmp_path, dirs_exist_ok=True)
+    (tmp_path / "keys" / "flat.j2").write_text(text)
+    doc.setdefault("layout", {})[field] = "keys/flat.j2"
+    with pytest.raises(ConfigError) as e:
+        Templates(tmp_path).validate(parse_config(doc))
+    return e.value
+
+
+def test_validate_names_a_manifest_clash_and_a_table_clash_by_their_owners(tmp_path: Path) -> None:
+    e = layout_clash(tmp_path, "manifest", "{{ root }}/manifests/{{ ts_nodash }}", sources=2)
+    assert (e.path, e.value) == ("layout.manifest", "keys/flat.j2")
+    assert e.problem == (
+        "renders the same key 'cdc/manifests/20260101T000000.json' for source 'shop' manifest and source 'crm' manifest"
+    )
+    assert e.hint == "use {{ source }} in the layout, e.g. {{ root }}/raw/{{ source }}/{{ table }}/..."
+    e = layout_clash(tmp_path, "table", "{{ root }}/raw/{{ ts_nodash }}", sources=1)
+    assert (e.path, e.problem) == (
+        "layout.table",
+        "renders the same key 'cdc/raw/20260101T000000.csv' for shop.orders and shop.payments",
+    )
