@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import concurrent.futures
 import itertools
 import json
 import os
@@ -59,6 +60,8 @@ DATABASE = "faults"
 TAP_SUBSCRIPTION = "faults-work-tap"
 SETTLE_SECONDS = 300
 RECOVERY_SECONDS = 4.0
+STOP_SECONDS = 50.0  # the longest the injector's teardown may take
+POST_TIMEOUT_SECONDS = 45.0  # one push of a duplicate: the worker answers within its 30 s budget
 DEMO_CONFIG = REPO / "local" / "demo_config.json"
 # A retry waits up to retry_max_seconds x 1.2 (jitter): that idle time is by design, not a stall.
 WORKER = {
@@ -177,6 +180,7 @@ class Injector:
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="dup")
         self._threads: list[threading.Thread] = []
+        self._futures: list[concurrent.futures.Future[None]] = []
         self._admin_url = f"http://127.0.0.1:{stack.ports.sqladmin}/_emulator"
         self._pubsub = PubSubAdmin(f"127.0.0.1:{stack.ports.pubsub}", config.project)
         self._tap_url = f"{self._pubsub.base}/subscriptions/{TAP_SUBSCRIPTION}"
@@ -196,18 +200,24 @@ class Injector:
             self._threads.append(thread)
 
     def stop(self) -> None:
+        """Stop every background fault within STOP_SECONDS: pending copies are dropped, in-flight ones end at
+        their next step (before, a teardown waited for every copy's back-offs and 180 s timeouts: the suite hung
+        instead of failing)."""
         self._stop.set()
+        deadline = time.monotonic() + STOP_SECONDS
         for thread in self._threads:
-            thread.join(timeout=30)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        concurrent.futures.wait(self._futures, timeout=max(0.0, deadline - time.monotonic()))
         self._pubsub.delete_subscription(TAP_SUBSCRIPTION)
 
     def _post(self, url: str, body: dict[str, Any], kind: str, delay: float) -> None:
         """Push like Pub/Sub does: a failed or cut-off delivery is retried with back-off, 5 attempts at most."""
         for attempt in range(5):
-            time.sleep(delay if attempt == 0 else min(10.0, 2.0**attempt))
+            if self._stop.wait(delay if attempt == 0 else min(10.0, 2.0**attempt)):
+                return  # the run is over
             try:
-                if requests.post(url, json=body, timeout=180).ok:
+                if requests.post(url, json=body, timeout=POST_TIMEOUT_SECONDS).ok:
                     return
             except requests.RequestException:
                 pass
@@ -215,7 +225,7 @@ class Injector:
 
     def push_again(self, url: str, body: dict[str, Any], kind: str) -> None:
         """Deliver a message once more with the same message id, a little later, in the background."""
-        self._pool.submit(self._post, url, body, kind, self.rng.uniform(0.0, 1.5))
+        self._futures.append(self._pool.submit(self._post, url, body, kind, self.rng.uniform(0.0, 1.5)))
 
     def _foreign_loop(self) -> None:
         project, instance = self.config.sources[0].instance.split(":", 1)
@@ -431,9 +441,12 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
     injector.start()
     started = time.monotonic()
     expected = plan.hours * (1 + len(TABLES))
+    cut_short: str | None = None
     try:
         publish_ticks(driver, injector, plan, rng)
         wait_exported(driver, expected, plan.timeout_seconds)
+    except TimeoutError as exc:  # report what was violated so far, as a failure, rather than only a timeout
+        cut_short = str(exc)
     finally:
         report.pipeline_seconds = time.monotonic() - started
         injector.stop()
@@ -459,7 +472,7 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
     report.rows_compared = sum(c.source_rows for c in checks)
     violations += [f"rows differ: {c.table} {c.low} bucket {c.bucket_rows} source {c.source_rows}" for c in checks
                    if not c.equal]  # fmt: skip
-    report.violations = violations
+    report.violations = ([f"cut short: {cut_short}"] if cut_short else []) + violations
 
     entries = read_log_entries(worker_log, offsets[worker_log])
     planner_entries = read_log_entries(planner_log, offsets[planner_log])

@@ -116,3 +116,32 @@ def test_fault_suite_loses_nothing_and_duplicates_nothing(clean_stack, tmp_path)
     assert report.injected["work message pushed again (same id)"] > 0
     kills = sum(n for kind, n in report.injected.items() if kind.startswith("worker killed"))
     assert kills >= 2, report.summary()
+
+
+def test_the_injector_stops_within_its_bound_even_with_deliveries_backing_off():
+    """Defect (before): the fault suite's teardown waited for every duplicate delivery's back-offs and 180 s
+    timeouts, so a failing run hung in its teardown instead of failing an assertion."""
+    import random
+    import threading
+    import time
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+
+    from local.faults import Injector
+
+    class NoPubSub:
+        def delete_subscription(self, name: str) -> None:
+            pass
+
+    injector = Injector.__new__(Injector)
+    injector.counts, injector._lock, injector._stop = Counter(), threading.Lock(), threading.Event()
+    injector._pool, injector._threads, injector._futures = ThreadPoolExecutor(max_workers=2), [], []
+    injector._pubsub = NoPubSub()
+    injector.rng = random.Random(1)
+    closed = "http://127.0.0.1:9/"  # the discard port, closed here: every attempt is refused and backs off
+    for _ in range(2):
+        injector.push_again(closed, {}, "work")
+    time.sleep(0.5)
+    started = time.monotonic()
+    injector.stop()
+    assert time.monotonic() - started < 3
