@@ -16,7 +16,9 @@ The document (defaults in brackets; `local/demo_config.json` is the documented e
     worker              {"budget_seconds" [300] (at most 540, the function timeout), "lease_seconds" [60],
                          "max_attempts" [3], "poll_initial_seconds" [0.05], "poll_max_seconds" [5],
                          "poll_fraction" [0.05] (poll interval = this fraction of the export's age, within bounds),
-                         "retry_base_seconds" [5], "retry_max_seconds" [300]}
+                         "retry_base_seconds" [5], "retry_max_seconds" [300], "stuck_factor" [10],
+                         "stuck_min_seconds" [600] (an export not DONE after stuck_factor times its table's last
+                         duration, and at least stuck_min_seconds, is stuck: cancelled and retried)}
     lag_alert_seconds [7200]  export lag beyond which monitoring alerts
     sources             one or more (non-empty list), each:
         name            identifier, unique; names the source in messages, keys and logs
@@ -203,6 +205,8 @@ class WorkerSettings:
     poll_fraction: float = 0.05
     retry_base_seconds: float = 5
     retry_max_seconds: float = 300
+    stuck_factor: float = 10
+    stuck_min_seconds: float = 600
 
 
 @dataclass(frozen=True)
@@ -449,7 +453,7 @@ def parse_config(doc: dict[str, Any], *, sqladmin_endpoint: str | None = None) -
     worker_obj = top.obj(
         "worker",
         ("budget_seconds", "lease_seconds", "max_attempts", "poll_initial_seconds", "poll_max_seconds",
-         "poll_fraction", "retry_base_seconds", "retry_max_seconds"),
+         "poll_fraction", "retry_base_seconds", "retry_max_seconds", "stuck_factor", "stuck_min_seconds"),
     )  # fmt: skip
     worker = WorkerSettings(
         budget_seconds=_positive(worker_obj, "budget_seconds", 300, maximum=MAX_FUNCTION_SECONDS),
@@ -460,6 +464,8 @@ def parse_config(doc: dict[str, Any], *, sqladmin_endpoint: str | None = None) -
         poll_fraction=_positive(worker_obj, "poll_fraction", 0.05, maximum=1),
         retry_base_seconds=_positive(worker_obj, "retry_base_seconds", 5),
         retry_max_seconds=_positive(worker_obj, "retry_max_seconds", 300),
+        stuck_factor=_positive(worker_obj, "stuck_factor", 10),
+        stuck_min_seconds=_positive(worker_obj, "stuck_min_seconds", 600),
     )
     for low, high in (
         ("poll_initial_seconds", "poll_max_seconds"),
