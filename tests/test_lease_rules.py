@@ -28,8 +28,13 @@ INSTANCE = "cdc-local:shop-pg"
 POLICY = LeasePolicy(60)
 
 
+def _untimed(entry: dict[str, Any]) -> dict[str, Any]:
+    """A log entry without its `time` (the wall clock at logging, which no test can predict)."""
+    return {k: v for k, v in entry.items() if k != "time"}
+
+
 def logged(capsys: pytest.CaptureFixture[str], message: str) -> list[dict[str, Any]]:
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    lines = [_untimed(json.loads(line)) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     return [entry for entry in lines if entry["message"] == message]
 
 
