@@ -225,8 +225,15 @@ class FirestoreTasks:
         return self._transition(task, {"state": "done", "done_at": now, "finalized": False, "error": None})
 
     def mark_retry(
-        self, task: Task, *, error: dict[str, Any] | None, not_before: pendulum.DateTime, generation: int
+        self,
+        task: Task,
+        *,
+        error: dict[str, Any] | None,
+        not_before: pendulum.DateTime,
+        generation: int,
+        refund: bool = False,
     ) -> Task | None:
+        """running/submitting -> pending; `refund` gives back the attempt the claim counted."""
         return self._transition(
             task,
             {
@@ -235,6 +242,7 @@ class FirestoreTasks:
                 "not_before": not_before,
                 "generation": generation,
                 "operation": None,
+                "attempts": max(0, task.attempts - 1) if refund else task.attempts,
             },
         )
 

@@ -1,4 +1,4 @@
-"""Cloud SQL Admin API client: submit exports, read and list operations.
+"""Cloud SQL Admin API client: submit exports, read, list and cancel operations.
 
 Every API error is mapped to a project error through one table (`_classify`), so callers only see
 `InstanceBusy`, `TransientApiError` or `ExportRejected`. The client is built from the discovery document
@@ -135,3 +135,8 @@ class SqlAdmin:
         """Recent operations on the instance, newest first."""
         request = self._api.operations().list(project=project, instance=instance, maxResults=max_results)
         return [Operation.from_resource(item) for item in self._call(request).get("items", [])]
+
+    def cancel_operation(self, project: str, name: str) -> None:
+        """Ask the API to stop an operation (`operations.cancel`, confirmed in the v1 reference: POST, empty body,
+        empty answer). The operation still has to be polled: it ends DONE, cancelled or (too late) finished."""
+        self._call(self._api.operations().cancel(project=project, operation=name))

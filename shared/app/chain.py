@@ -17,6 +17,7 @@ from shared.app import hooks
 from shared.app.bookkeeping import finalize
 from shared.app.breaker import Breaker
 from shared.app.lease import LeaseKeeper
+from shared.app.lost import VANISHED_CODE, VANISHED_STATUS, last_duration, stuck_limit
 from shared.app.ports import Services
 from shared.app.requests import Prepared, prepare
 from shared.core import logs
@@ -64,6 +65,8 @@ class Chain:
         self.breaker = Breaker(self.state, self.clock, instance)
         self._breaker_open = self.state.breaker(instance) is not None
         self._deadline = self.clock.monotonic() + self.settings.budget_seconds
+        self._cancelled: set[str] = set()
+        """Operations this invocation cancelled as stuck: their failure is retried on a new generation."""
         self.stats = ChainStats()
 
     def remaining(self) -> float:
@@ -94,15 +97,22 @@ class Chain:
         """Poll until DONE, preparing the next task meanwhile; None when the budget ends first.
 
         The interval grows with the export's age (a fraction of it), between the configured bounds, so a
-        short export is noticed quickly and a long one does not spend API quota.
+        short export is noticed quickly and a long one does not spend API quota. An export older than its stuck
+        limit is cancelled (shared/app/lost.py) and polled on until the cancel shows.
         """
         started = self.clock.monotonic()
+        limit = stuck_limit(self.settings, last_duration(self.state, task))
         prepared: Prepared | None = None
         while self.remaining() > 0:
             operation = self.read_operation(task)
             hooks.reached("mid_poll")
             if operation is not None and operation.done:
                 return operation, prepared
+            if operation is not None and operation.name not in self._cancelled and self._age(task, started) > limit:
+                adopted = self.find_operation(task.uri)
+                if adopted is not None and adopted.done:
+                    return adopted, prepared
+                self._cancel_stuck(task, operation, limit, started)
             if prepared is None:
                 prepared = self.prepare_next()
             elapsed = self.clock.monotonic() - started
@@ -123,14 +133,61 @@ class Chain:
             logs.warning("operation poll failed; retrying", **task.log_fields(), error=str(exc))
             return None
         except ExportRejected as exc:
-            # The operation is gone (or unreadable): its outcome is unknown, so the task is retried;
-            # a new generation is used if an object appeared, so nothing is overwritten.
+            if exc.status == VANISHED_STATUS:
+                return self._relocate(task, exc)
+            # The operation is unreadable: its outcome is unknown, so the task is retried; a new generation
+            # is used if an object appeared, so nothing is overwritten.
             return Operation.unknown(task.operation or "", task.uri, exc.status, str(exc))
+
+    def _relocate(self, task: Task, exc: ExportRejected) -> Operation | None:
+        """operations.get does not know the name: the list decides. An export to the task's uri that is still
+        listed is followed; one that is not has vanished (DONE, outcome unknown: `VANISHED_CODE`)."""
+        try:
+            listed = self.services.sqladmin.list_operations(self.project, self.instance_name)
+            self.lease.heartbeat()
+        except LeaseLost:
+            raise
+        except RetryableError as error:
+            logs.warning("operation not found and the list failed; retrying", **task.log_fields(), error=str(error))
+            return None
+        found = next((op for op in listed if op.uri == task.uri), None)  # newest first
+        return found or Operation.unknown(task.operation or "", task.uri, exc.status, str(exc))
+
+    def _age(self, task: Task, started: float) -> float:
+        """Seconds since the task was claimed (this poll's start if the store does not say)."""
+        if task.submitted_at is None:
+            return self.clock.monotonic() - started
+        return (self.clock.now() - task.submitted_at).total_seconds()
+
+    def _cancel_stuck(self, task: Task, operation: Operation, limit: float, started: float) -> None:
+        """Ask the API to cancel a stuck export; the poll sees it end (cancelled, or finished after all)."""
+        try:
+            self.services.sqladmin.cancel_operation(self.project, operation.name)
+            self.lease.heartbeat()
+        except LeaseLost:
+            raise
+        except RetryableError as exc:
+            logs.warning("cancel of a stuck export failed; trying again", **task.log_fields(), error=str(exc))
+            return
+        except ExportRejected as exc:  # DONE meanwhile (or gone): the next poll tells which
+            logs.warning("cancel of a stuck export refused", **task.log_fields(), error=str(exc))
+        self._cancelled.add(operation.name)
+        logs.error(
+            "export stuck: cancelled; it is retried on a new generation",
+            **task.log_fields(),
+            status=operation.status,
+            age_seconds=round(self._age(task, started), 1),
+            limit_seconds=round(limit, 1),
+        )
 
     def complete(self, task: Task, operation: Operation, prepared: Prepared | None) -> Task | None:
         """Record a DONE operation; submits the next export first when it succeeded."""
+        if operation.error_code == VANISHED_CODE:
+            self._retry_vanished(task)
+            return None
         if operation.failed:
-            self._record_failure(task, {"code": operation.error_code, "message": operation.error_message})
+            error = {"code": operation.error_code, "message": operation.error_message}
+            self._record_failure(task, error, new_generation=operation.name in self._cancelled)
             return None
         if prepared is None or prepared.task.priority != LIVE_PRIORITY:
             # A live window queued while we polled must not wait behind a prefetched backfill task.
@@ -242,7 +299,20 @@ class Chain:
 
     # ---- failures -----------------------------------------------------------------------------------
 
-    def _record_failure(self, task: Task, error: dict[str, Any]) -> None:
+    def _retry_vanished(self, task: Task) -> None:
+        """The export's operation vanished: its outcome is unknown, so retry on a new generation, no attempt spent."""
+        generation = next_generation(task)
+        not_before = self.clock.now().add(seconds=self.settings.retry_base_seconds * random.uniform(0.8, 1.2))
+        error = {"code": VANISHED_CODE, "message": "the export's operation vanished", "operation": task.operation}
+        self.state.mark_retry(task, error=error, not_before=not_before, generation=generation, refund=True)
+        self.stats.retried += 1
+        logs.warning(
+            "export's operation vanished; retried on a new generation, no attempt spent",
+            **task.log_fields(),
+            generation=generation,
+        )
+
+    def _record_failure(self, task: Task, error: dict[str, Any], *, new_generation: bool = False) -> None:
         error = {**error, "operation": task.operation, "uri": task.uri, "attempt": task.attempts}
         if task.attempts >= self.settings.max_attempts:
             self.state.mark_failed(task, error)
@@ -253,7 +323,7 @@ class Chain:
             return
         objects = self.services.objects
         left_an_object = bool(task.uri) and objects.exists(objects.key_of(task.uri or ""))
-        generation = next_generation(task) if left_an_object else task.generation
+        generation = next_generation(task) if left_an_object or new_generation else task.generation
         delay = min(self.settings.retry_max_seconds, self.settings.retry_base_seconds * 2 ** (task.attempts - 1))
         not_before = self.clock.now().add(seconds=delay * random.uniform(0.8, 1.2))
         self.state.mark_retry(task, error=error, not_before=not_before, generation=generation)

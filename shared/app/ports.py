@@ -45,7 +45,8 @@ class StateStore(Protocol):
     """The task queue, watermarks, planning cursors, leases and manifests (Firestore in production).
 
     Task transitions are conditional on the task's `update_time` (the store's version of the document): they
-    return the updated task, or None when somebody else changed it since it was read.
+    return the updated task, or None when somebody else changed it since it was read. `mark_retry(refund=True)`
+    gives back the attempt the claim counted (the export's outcome was lost, not refused).
     """
 
     # tasks: planning and reading
@@ -64,7 +65,13 @@ class StateStore(Protocol):
     def mark_running(self, task: Task, operation: str) -> Task | None: ...
     def mark_done(self, task: Task, now: pendulum.DateTime) -> Task | None: ...
     def mark_retry(
-        self, task: Task, *, error: dict[str, Any] | None, not_before: pendulum.DateTime, generation: int
+        self,
+        task: Task,
+        *,
+        error: dict[str, Any] | None,
+        not_before: pendulum.DateTime,
+        generation: int,
+        refund: bool = False,
     ) -> Task | None: ...
     def mark_failed(self, task: Task, error: dict[str, Any]) -> Task | None: ...
     def mark_finalized(self, task: Task) -> None: ...
@@ -100,11 +107,13 @@ class StateStore(Protocol):
 
 
 class AdminApi(Protocol):
-    """The Cloud SQL Admin API calls the chain makes. Errors: InstanceBusy, TransientApiError, ExportRejected."""
+    """The Cloud SQL Admin API calls the chain makes. Errors: InstanceBusy, InstanceUnavailable, TransientApiError,
+    ExportRejected."""
 
     def export(self, project: str, instance: str, body: dict[str, Any]) -> Operation: ...
     def get_operation(self, project: str, name: str) -> Operation: ...
     def list_operations(self, project: str, instance: str, max_results: int = 100) -> list[Operation]: ...
+    def cancel_operation(self, project: str, name: str) -> None: ...
 
 
 class ObjectStore(Protocol):

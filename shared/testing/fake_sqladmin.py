@@ -11,7 +11,9 @@ the real adapter maps to:
 - operations are listed newest first.
 Fault knobs: `fail_next` (optionally leaving the object behind, as an operation that wrote its file and then
 failed), `busy_for` (a foreign operation such as a backup), `refuse` (instance stopped, IAM refusing, quota),
-`transient` (5xx answers), `forget` (an operation whose name stops resolving).
+`transient` (5xx answers), `forget` (an operation whose name stops resolving), `hang_next` (an export that
+never finishes until it is cancelled: `cancel_operation` ends it DONE with OPERATION_CANCELLED, as the emulator
+does; cancelling a DONE operation is refused with 400).
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class _FakeOperation:
     content: bytes = b""
     finished: bool = False
     forgotten: bool = False
+    hung: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -116,11 +119,14 @@ class FakeAdminApi:
         self._operations: dict[str, _FakeOperation] = {}
         self._failures: list[_Failure] = []
         self._transient = 0
+        self._hang_next = 0
         self._refusals: dict[str, tuple[str, float]] = {}
         self.calls: list[str] = []
         self.exported: list[str] = []
         """The uri of every export the API accepted, in order."""
         self.overwrite_attempts = 0
+        self.cancelled: list[str] = []
+        """The name of every operation cancelled, in order."""
 
     # ---- fault knobs ------------------------------------------------------------------------------
 
@@ -145,6 +151,10 @@ class FakeAdminApi:
         """The operation's name stops resolving (operations.get answers 404)."""
         self._operations[name].forgotten = True
 
+    def hang_next(self, exports: int = 1) -> None:
+        """The next `exports` exports stay RUNNING until cancelled (an operation that never finishes)."""
+        self._hang_next += exports
+
     # ---- the API ----------------------------------------------------------------------------------
 
     def export(self, project: str, instance: str, body: dict[str, Any]) -> Operation:
@@ -161,6 +171,9 @@ class FakeAdminApi:
         uri = body["exportContext"]["uri"]
         op = self._start(instance, uri, self.duration, content=self._content(body))
         self.exported.append(uri)
+        if self._hang_next > 0:
+            self._hang_next -= 1
+            op.hung = True
         if self._failures:
             failure = self._failures.pop(0)
             op.error, op.leave_object = (failure.code, failure.message), failure.leave_object
@@ -181,6 +194,17 @@ class FakeAdminApi:
         ops.sort(key=lambda op: op.inserted, reverse=True)
         return [self._resource(op) for op in ops[:max_results]]
 
+    def cancel_operation(self, project: str, name: str) -> None:
+        self._call("cancel")
+        self._advance()
+        op = self._operations.get(name)
+        if op is None or op.forgotten:
+            raise ExportRejected(404, "operationDoesNotExist", f"The Cloud SQL operation {name!r} does not exist.")
+        if op.finished:
+            raise ExportRejected(400, "invalid", f"Invalid request: operation {name} is already DONE.")
+        op.finished, op.error = True, ("OPERATION_CANCELLED", "The operation was cancelled by the user.")
+        self.cancelled.append(name)
+
     # ---- inside -----------------------------------------------------------------------------------
 
     def _call(self, method: str) -> None:
@@ -199,7 +223,7 @@ class FakeAdminApi:
         """Finish every operation whose time has come: write its object, or refuse to overwrite."""
         now = self.clock.monotonic()
         for op in self._operations.values():
-            if op.finished or now < op.inserted + op.duration:
+            if op.finished or op.hung or now < op.inserted + op.duration:
                 continue
             op.finished = True
             if op.uri is None:

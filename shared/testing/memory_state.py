@@ -143,10 +143,23 @@ class InMemoryState:
         return self._transition(task, state="done", done_at=now, finalized=False, error=None)
 
     def mark_retry(
-        self, task: Task, *, error: dict[str, Any] | None, not_before: pendulum.DateTime, generation: int
+        self,
+        task: Task,
+        *,
+        error: dict[str, Any] | None,
+        not_before: pendulum.DateTime,
+        generation: int,
+        refund: bool = False,
     ) -> Task | None:
+        attempts = max(0, task.attempts - 1) if refund else task.attempts
         return self._transition(
-            task, state="pending", error=error, not_before=not_before, generation=generation, operation=None
+            task,
+            state="pending",
+            error=error,
+            not_before=not_before,
+            generation=generation,
+            operation=None,
+            attempts=attempts,
         )
 
     def mark_failed(self, task: Task, error: dict[str, Any]) -> Task | None:

@@ -1,0 +1,39 @@
+"""Exports the chain lost sight of: an operation that never finishes (stuck) or whose name stops resolving (vanished).
+
+Neither says anything certain about the object, so both end in a retry on a new generation: the export API never
+overwrites, and an operation we gave up on may still write its object late.
+- Stuck: not DONE after `stuck_limit` (a multiple of the table's last export duration, at least the configured
+  floor). The chain asks `operations.cancel` and keeps polling: the operation ends cancelled (retried, the attempt
+  spent: a query that never ends must eventually fail) or, cancelled too late, finished (adopted as it is).
+- Vanished: `operations.get` answers 404 and `operations.list` no longer shows an export to the task's uri. The
+  outcome is unknown, not refused, so the retry spends no attempt (before, three vanishings failed the task).
+"""
+
+from __future__ import annotations
+
+from shared.app.ports import StateStore
+from shared.core.config import WorkerSettings
+from shared.core.tasks import Task, task_id
+
+VANISHED_STATUS = 404
+"""operations.get's answer for a name it does not know (operationDoesNotExist)."""
+VANISHED_CODE = f"HTTP_{VANISHED_STATUS}"
+"""The error code `Operation.unknown` gives an operation that is neither readable nor listed any more."""
+
+
+def last_duration(state: StateStore, task: Task) -> float | None:
+    """Seconds the table's previous window took from claim to DONE, if that export is known and done."""
+    if task.purpose != "export":
+        return None
+    previous = state.get_task(task_id(task.source, task.low - (task.high - task.low), task.table))
+    if previous is None or previous.state != "done" or not previous.submitted_at or not previous.done_at:
+        return None
+    return max(0.0, (previous.done_at - previous.submitted_at).total_seconds())
+
+
+def stuck_limit(settings: WorkerSettings, last: float | None) -> float:
+    """How old an export may get before it counts as stuck. Without a previous duration to compare with, the
+    floor times the factor (a first export of a large table may be slow)."""
+    if last is None:
+        return settings.stuck_min_seconds * settings.stuck_factor
+    return max(settings.stuck_min_seconds, settings.stuck_factor * last)

@@ -1,0 +1,106 @@
+"""Operations that never finish or stop resolving: the chain decides from the operation list and the object, never
+polls forever, never fails a task because the API forgot its operation, and never overwrites an object."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared.app import hooks
+from shared.core.config import parse_config
+from shared.core.errors import ExportRejected
+from shared.core.operations import Operation
+from tests.test_chain import INSTANCE, TABLES, TEMPLATES, config_doc, services, tick
+
+
+def test_an_operation_that_never_finishes_is_cancelled_and_retried_on_a_new_generation(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Defect (before): an operation stuck RUNNING was polled until every invocation's budget ran out, forever."""
+    svc = services(parse_config(config_doc(stuck_factor=5, stuck_min_seconds=60)))
+    tick(svc)
+    svc.sqladmin.hang_next()
+    svc.drain(INSTANCE, TEMPLATES, max_invocations=20)
+    tasks = svc.state.all_tasks()
+    assert {t.state for t in tasks} == {"done"}
+    assert len(svc.sqladmin.cancelled) == 1
+    hung_uri = svc.sqladmin.exported[0]
+    retried = next(t for t in tasks if t.generation == 2)
+    assert retried.uri == hung_uri.replace(".csv", ".g2.csv")
+    assert svc.sqladmin.overwrite_attempts == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    stuck = [line for line in lines if line["message"].startswith("export stuck")]
+    assert len(stuck) == 1 and stuck[0]["severity"] == "ERROR" and stuck[0]["uri"] == hung_uri
+    # No earlier export of the table to compare with: the limit is the floor times the factor.
+    assert stuck[0]["limit_seconds"] == 300
+
+
+def test_the_stuck_limit_is_a_multiple_of_the_tables_last_duration() -> None:
+    """An export that runs long compared with the previous window of its table is stuck sooner than the default."""
+    svc = services(parse_config(config_doc(stuck_factor=3, stuck_min_seconds=1)), duration=2.0)
+    tick(svc)
+    svc.drain(INSTANCE, TEMPLATES)
+    svc.clock.advance(3600)
+    tick(svc)
+    svc.sqladmin.hang_next()
+    started = svc.clock.monotonic()
+    svc.drain(INSTANCE, TEMPLATES, max_invocations=5)
+    assert len(svc.sqladmin.cancelled) == 1
+    assert {t.state for t in svc.state.all_tasks()} == {"done"}
+    # Stuck after 3 x ~2 s, not after the 10-minute default: the whole drain took well under a minute.
+    assert svc.clock.monotonic() - started < 60
+
+
+def test_an_operation_that_keeps_vanishing_never_fails_its_task() -> None:
+    """Defect (before): operations.get answering 404 counted as a failed attempt, so an operation that vanished
+    three times failed a task whose object may exist (max_attempts 3): watermarks froze until `cdc retry`."""
+    svc = services()
+    tick(svc)
+    vanished: list[str] = []
+
+    def vanish(point: str) -> None:
+        # The first three exports of the first schema task stop resolving while running; each still writes its
+        # object.
+        if point != "mid_poll" or len(vanished) >= 3:
+            return
+        listed = svc.sqladmin.list_operations("cdc-local", "shop-pg")
+        newest = listed[0] if listed else None
+        stem = vanished[0].removesuffix(".csv") if vanished else "/schemas/"
+        if newest is not None and not newest.done and newest.uri and stem in newest.uri:
+            svc.clock.advance(5)
+            svc.sqladmin.list_operations("cdc-local", "shop-pg")  # the export finishes, writing its object
+            svc.sqladmin.forget(newest.name)
+            vanished.append(newest.uri)
+
+    hooks.install(vanish)
+    svc.drain(INSTANCE, TEMPLATES, max_invocations=20)
+    tasks = svc.state.all_tasks()
+    assert len(vanished) == 3
+    assert {t.state for t in tasks} == {"done"}
+    schema = next(t for t in tasks if t.table is None and t.low == min(t.low for t in tasks))
+    assert schema.generation == 4 and schema.attempts == 1  # three vanished exports spent no attempt
+    assert svc.sqladmin.overwrite_attempts == 0
+    assert len(tasks) == 3 * (1 + len(TABLES))
+
+
+def test_an_operation_that_vanishes_but_is_still_listed_is_polled_not_resubmitted() -> None:
+    """A 404 from operations.get is checked against operations.list: if the export is listed, it is still the
+    task's export, so nothing is resubmitted and no generation is spent."""
+    svc = services(duration=5)
+    tick(svc)
+    real_get = svc.sqladmin.get_operation
+    missed: list[str] = []
+
+    def flaky_get(project: str, name: str) -> Operation:
+        if not missed:
+            missed.append(name)
+            raise ExportRejected(404, "operationDoesNotExist", f"The Cloud SQL operation {name!r} does not exist.")
+        return real_get(project, name)
+
+    svc.sqladmin.get_operation = flaky_get  # type: ignore[method-assign]
+    svc.drain(INSTANCE, TEMPLATES)
+    tasks = svc.state.all_tasks()
+    assert missed and {t.state for t in tasks} == {"done"}
+    assert {t.generation for t in tasks} == {1} and {t.attempts for t in tasks} == {1}
+    assert len(svc.sqladmin.exported) == len(tasks)
