@@ -461,6 +461,43 @@ def test_fail_uri_regex_fails_matching_exports_only(v1: Any, services: LocalServ
     assert admin(services, "GET", "stats")["faults"] == {"uri_fail": 1}
 
 
+def test_a_hung_export_stays_running_until_cancelled(v1: Any, services: LocalServices, gcs: storage.Client) -> None:
+    admin(services, "POST", "faults", {"hang_exports": 1})
+    uri = new_uri()
+    op = start(v1, uri, query="SELECT 1")
+    time.sleep(1.0)  # a SELECT 1 export takes milliseconds
+    assert v1.operations().get(project=PROJECT, operation=op["name"]).execute()["status"] == "RUNNING"
+    assert admin(services, "GET", "faults")["hang_exports"] == 0  # used up: the next export runs
+    with pytest.raises(HttpError) as info:  # and it holds the instance, as a real hung operation does
+        start(v1, new_uri(), query="SELECT 1")
+    assert info.value.status_code == 409
+    v1.operations().cancel(project=PROJECT, operation=op["name"]).execute()
+    assert op_error(wait_done(v1, op["name"], timeout=3))["code"] == "OPERATION_CANCELLED"
+    assert not exists(gcs, uri)
+    assert "error" not in export_and_wait(v1, new_uri(), query="SELECT 1")
+    assert admin(services, "GET", "stats")["faults"] == {"operation_hang": 1}
+
+
+def test_a_vanishing_export_writes_its_object_then_its_name_is_unknown(
+    v1: Any, services: LocalServices, gcs: storage.Client
+) -> None:
+    admin(services, "POST", "faults", {"vanish_exports": 1})
+    uri = new_uri()
+    op = start(v1, uri, query="SELECT 1")
+    deadline = time.monotonic() + 10
+    while not exists(gcs, uri):
+        assert time.monotonic() < deadline, "the vanishing export never wrote its object"
+        time.sleep(0.05)
+    time.sleep(0.2)
+    with pytest.raises(HttpError) as info:
+        v1.operations().get(project=PROJECT, operation=op["name"]).execute()
+    assert info.value.status_code == 404 and info.value.error_details[0]["reason"] == "operationDoesNotExist"
+    listed = v1.operations().list(project=PROJECT, instance="shop-pg").execute().get("items", [])
+    assert op["name"] not in [o["name"] for o in listed]
+    assert "error" not in export_and_wait(v1, new_uri(), query="SELECT 1")  # the slot was freed
+    assert admin(services, "GET", "stats")["faults"] == {"operation_vanish": 1}
+
+
 def test_request_latency_delays_api_calls(v1: Any, services: LocalServices) -> None:
     admin(services, "POST", "faults", {"request_latency": 0.3})
     began = time.monotonic()
@@ -469,7 +506,14 @@ def test_request_latency_delays_api_calls(v1: Any, services: LocalServices) -> N
 
 
 def test_bad_fault_settings_are_refused(services: LocalServices) -> None:
-    for body in ({"error_rat": 0.5}, {"error_rate": 2}, {"min_duration": -1}, {"fail_uri_regex": "("}):
+    for body in (
+        {"error_rat": 0.5},
+        {"error_rate": 2},
+        {"min_duration": -1},
+        {"fail_uri_regex": "("},
+        {"hang_exports": -1},
+        {"vanish_exports": 1.5},
+    ):
         with pytest.raises(urllib.error.HTTPError) as info:
             admin(services, "POST", "faults", body)
         assert info.value.code == 400

@@ -27,6 +27,8 @@ class FaultSettings:
     stopped_instances: tuple[str, ...] = ()  # exports to these instances answer 400 "instance is not running"
     forbidden_instances: tuple[str, ...] = ()  # calls about these instances answer 403 notAuthorized (IAM)
     calls_per_minute: int = 0  # more API calls than this in any 60 s answer 429 rateLimitExceeded (0: no limit)
+    hang_exports: int = 0  # the next N exports stay RUNNING until cancelled (an operation that never finishes)
+    vanish_exports: int = 0  # the next N exports write their object, then their operation is forgotten (404)
 
     def merged(self, changes: dict[str, Any]) -> FaultSettings:
         """Return a copy with `changes` applied; raises a 400 ApiError naming a bad key or value."""
@@ -57,9 +59,10 @@ class FaultSettings:
                 if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
                     raise invalid(f"{key} must be a list of instance names, got {names!r}")
                 changes = {**changes, key: tuple(names)}
-        limit = changes.get("calls_per_minute")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-            raise invalid(f"calls_per_minute must be a non-negative integer, got {limit!r}")
+        for key in ("calls_per_minute", "hang_exports", "vanish_exports"):
+            count = changes.get(key)
+            if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 0):
+                raise invalid(f"{key} must be a non-negative integer, got {count!r}")
         return replace(self, **changes)
 
 
@@ -124,6 +127,18 @@ class Faults:
             if exporting and instance in settings.stopped_instances:
                 self._counts["http_400_not_running"] += 1
                 return "stopped"
+            return None
+
+    def draw_lost(self) -> str | None:
+        """Whether this new export is lost to its caller: `hang` (never finishes until cancelled) or `vanish`
+        (finishes, then its name stops resolving); uses up one of `hang_exports` / `vanish_exports`; counted."""
+        with self._lock:
+            for kind, key in (("hang", "hang_exports"), ("vanish", "vanish_exports")):
+                left = getattr(self._settings, key)
+                if left > 0:
+                    self._settings = replace(self._settings, **{key: left - 1})
+                    self._counts[f"operation_{kind}"] += 1
+                    return kind
             return None
 
     def draw_failure_after_write(self, uri: str) -> bool:

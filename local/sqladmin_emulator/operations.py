@@ -50,6 +50,7 @@ class Operation:
     error: tuple[str, str] | None = None  # (code, message)
     cancelled: threading.Event = field(default_factory=threading.Event)
     committing: bool = False  # the upload started: too late to cancel
+    lost: str | None = None  # fault: "hang" (RUNNING until cancelled) or "vanish" (forgotten once DONE)
     connection: psycopg.Connection | None = None
 
     def resource(self, base_url: str) -> dict[str, Any]:
@@ -128,7 +129,10 @@ class OperationStore:
 
     def start_export(self, project: str, instance: str, context: dict[str, Any], export: CsvExport) -> Operation:
         op = self._claim(project, instance, "EXPORT", export_context=context, export=export)
-        log("INFO", "export accepted", operation=op.name, instance=f"{project}:{instance}", uri=export.uri)
+        op.lost = self._faults.draw_lost()  # drawn once accepted: a 409 uses up no fault
+        log(
+            "INFO", "export accepted", operation=op.name, instance=f"{project}:{instance}", uri=export.uri, lost=op.lost
+        )
         threading.Thread(target=self._run_export, args=(op,), name=f"export-{op.name}", daemon=True).start()
         return op
 
@@ -216,6 +220,8 @@ class OperationStore:
             op.status, op.end_time, op.error, op.connection = "DONE", _now(), error, None
             if self._slots.get((op.project, op.instance)) is op:
                 del self._slots[(op.project, op.instance)]
+            if op.lost == "vanish":  # inferred failure mode: operations.get answers 404, operations.list omits it
+                self._ops.pop(op.name, None)
         log(
             "INFO" if error is None else "WARNING",
             "operation done",
@@ -242,6 +248,10 @@ class OperationStore:
             self._finish(op, _cancelled_error())
             return
         self._set(op, status="RUNNING", start_time=_now())
+        if op.lost == "hang":
+            op.cancelled.wait()  # until operations.cancel (or a reset): no timeout, as a hung operation has none
+            self._finish(op, _cancelled_error())
+            return
         started = time.monotonic()
         spool: IO[bytes] | None = None
         error: tuple[str, str] | None = None
