@@ -104,3 +104,14 @@ def test_an_operation_that_vanishes_but_is_still_listed_is_polled_not_resubmitte
     assert missed and {t.state for t in tasks} == {"done"}
     assert {t.generation for t in tasks} == {1} and {t.attempts for t in tasks} == {1}
     assert len(svc.sqladmin.exported) == len(tasks)
+
+
+def test_an_export_that_waited_behind_a_busy_instance_is_not_taken_for_stuck() -> None:
+    """The stuck limit counts from the operation's insertTime (when the API accepted the export), not from the
+    claim: a task that backed off behind a minute-long backup is not cancelled the moment it finally starts."""
+    svc = services(parse_config(config_doc(stuck_factor=1, stuck_min_seconds=5)))
+    tick(svc)
+    svc.sqladmin.busy_for(INSTANCE, 60)
+    svc.drain(INSTANCE, TEMPLATES)
+    assert svc.sqladmin.cancelled == []
+    assert {(t.state, t.generation) for t in svc.state.all_tasks()} == {("done", 1)}

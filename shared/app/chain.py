@@ -17,7 +17,7 @@ from shared.app import hooks
 from shared.app.bookkeeping import finalize
 from shared.app.breaker import Breaker
 from shared.app.lease import LeaseKeeper
-from shared.app.lost import VANISHED_CODE, VANISHED_STATUS, last_duration, stuck_limit
+from shared.app.lost import VANISHED_CODE, VANISHED_STATUS, accepted_at, last_duration, stuck_limit
 from shared.app.ports import Services
 from shared.app.requests import Prepared, prepare
 from shared.core import logs
@@ -108,7 +108,11 @@ class Chain:
             hooks.reached("mid_poll")
             if operation is not None and operation.done:
                 return operation, prepared
-            if operation is not None and operation.name not in self._cancelled and self._age(task, started) > limit:
+            if (
+                operation is not None
+                and operation.name not in self._cancelled
+                and self._age(task, operation, started) > limit
+            ):
                 adopted = self.find_operation(task.uri)
                 if adopted is not None and adopted.done:
                     return adopted, prepared
@@ -153,11 +157,12 @@ class Chain:
         found = next((op for op in listed if op.uri == task.uri), None)  # newest first
         return found or Operation.unknown(task.operation or "", task.uri, exc.status, str(exc))
 
-    def _age(self, task: Task, started: float) -> float:
-        """Seconds since the task was claimed (this poll's start if the store does not say)."""
-        if task.submitted_at is None:
+    def _age(self, task: Task, operation: Operation, started: float) -> float:
+        """Seconds since the export was accepted (else since the claim; else since this poll began)."""
+        since = accepted_at(operation) or task.submitted_at
+        if since is None:
             return self.clock.monotonic() - started
-        return (self.clock.now() - task.submitted_at).total_seconds()
+        return (self.clock.now() - since).total_seconds()
 
     def _cancel_stuck(self, task: Task, operation: Operation, limit: float, started: float) -> None:
         """Ask the API to cancel a stuck export; the poll sees it end (cancelled, or finished after all)."""
@@ -176,7 +181,7 @@ class Chain:
             "export stuck: cancelled; it is retried on a new generation",
             **task.log_fields(),
             status=operation.status,
-            age_seconds=round(self._age(task, started), 1),
+            age_seconds=round(self._age(task, operation, started), 1),
             limit_seconds=round(limit, 1),
         )
 

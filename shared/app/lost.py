@@ -11,8 +11,11 @@ overwrites, and an operation we gave up on may still write its object late.
 
 from __future__ import annotations
 
+import pendulum
+
 from shared.app.ports import StateStore
 from shared.core.config import WorkerSettings
+from shared.core.operations import Operation
 from shared.core.tasks import Task, task_id
 
 VANISHED_STATUS = 404
@@ -29,6 +32,16 @@ def last_duration(state: StateStore, task: Task) -> float | None:
     if previous is None or previous.state != "done" or not previous.submitted_at or not previous.done_at:
         return None
     return max(0.0, (previous.done_at - previous.submitted_at).total_seconds())
+
+
+def accepted_at(operation: Operation) -> pendulum.DateTime | None:
+    """When the API accepted the export (its `insertTime`); None if absent or unreadable. Measured from here, a
+    task that waited behind a busy instance before its export was accepted is not taken for stuck."""
+    try:
+        parsed = pendulum.parse(operation.insert_time or "")
+    except (ValueError, TypeError):
+        return None
+    return parsed if isinstance(parsed, pendulum.DateTime) else None
 
 
 def stuck_limit(settings: WorkerSettings, last: float | None) -> float:

@@ -26,8 +26,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import pendulum
-
 from shared.app.ports import ObjectStat
 from shared.core.errors import ExportRejected, InstanceBusy, InstanceUnavailable, TransientApiError
 from shared.core.operations import Operation
@@ -239,7 +237,8 @@ class FakeAdminApi:
         elapsed = self.clock.monotonic() - op.inserted
         status = "DONE" if op.finished else ("PENDING" if elapsed < min(0.1, op.duration / 2) else "RUNNING")
         error = op.error if op.finished else None
-        inserted = pendulum.from_timestamp(0).add(seconds=op.inserted).isoformat()
+        # The fake clock's wall time when the operation was inserted (as the API's insertTime).
+        inserted = self.clock.now().subtract(microseconds=round(elapsed * 1_000_000)).isoformat()
         return Operation(
             name=op.name,
             status=status,
