@@ -4,6 +4,7 @@ polls forever, never fails a task because the API forgot its operation, and neve
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -36,11 +37,15 @@ def test_an_operation_that_never_finishes_is_cancelled_and_retried_on_a_new_gene
     assert stuck[0]["limit_seconds"] == 300
 
 
-def test_the_stuck_limit_is_a_multiple_of_the_tables_last_duration() -> None:
-    """An export that runs long compared with the previous window of its table is stuck sooner than the default."""
+def test_the_stuck_limit_is_a_multiple_of_how_long_the_tables_last_export_ran() -> None:
+    """The yardstick is the previous window's export as the operation list times it (about 2 s here), not the task's
+    claim-to-done time, which a wait behind a busy instance inflates (here to ten minutes)."""
     svc = services(parse_config(config_doc(stuck_factor=3, stuck_min_seconds=1)), duration=2.0)
     tick(svc)
     svc.drain(INSTANCE, TEMPLATES)
+    for task in svc.state.all_tasks():  # as if every export had first waited ten minutes behind a backup
+        assert task.done_at is not None
+        svc.state.tasks[task.id] = replace(task, submitted_at=task.done_at.subtract(minutes=10))
     svc.clock.advance(3600)
     tick(svc)
     svc.sqladmin.hang_next()
@@ -48,7 +53,7 @@ def test_the_stuck_limit_is_a_multiple_of_the_tables_last_duration() -> None:
     svc.drain(INSTANCE, TEMPLATES, max_invocations=5)
     assert len(svc.sqladmin.cancelled) == 1
     assert {t.state for t in svc.state.all_tasks()} == {"done"}
-    # Stuck after 3 x ~2 s, not after the 10-minute default: the whole drain took well under a minute.
+    # Stuck after 3 x ~2 s, not after 3 x 10 minutes (nor the 10-minute default): all of it took under a minute.
     assert svc.clock.monotonic() - started < 60
 
 
@@ -115,3 +120,32 @@ def test_an_export_that_waited_behind_a_busy_instance_is_not_taken_for_stuck() -
     svc.drain(INSTANCE, TEMPLATES)
     assert svc.sqladmin.cancelled == []
     assert {(t.state, t.generation) for t in svc.state.all_tasks()} == {("done", 1)}
+
+
+def test_a_vanished_retry_is_not_mistaken_for_the_failed_attempt_before_it() -> None:
+    """Found by the fault suite: the list was searched by uri, and the first attempt (failed, same uri, still
+    listed) was taken for the vanished retry; its error was recorded and the next retry, under the same name,
+    was refused as an overwrite of the object the vanished export had written."""
+    svc = services(duration=5)
+    tick(svc)
+    svc.sqladmin.fail_next("INTERNAL_ERROR", "first attempt fails, writing nothing")
+    vanished: list[str] = []
+
+    def vanish(point: str) -> None:
+        if point != "mid_poll" or vanished:
+            return
+        listed = svc.sqladmin.list_operations("cdc-local", "shop-pg")
+        first = listed[-1] if listed else None
+        if first is None or not first.done or len(listed) < 2 or listed[0].uri != first.uri or listed[0].done:
+            return
+        svc.clock.advance(5)
+        svc.sqladmin.list_operations("cdc-local", "shop-pg")  # the retry finishes, writing its object
+        svc.sqladmin.forget(listed[0].name)
+        vanished.append(listed[0].name)
+
+    hooks.install(vanish)
+    svc.drain(INSTANCE, TEMPLATES)
+    assert vanished and {t.state for t in svc.state.all_tasks()} == {"done"}
+    assert svc.sqladmin.overwrite_attempts == 0
+    first = next(t for t in svc.state.all_tasks() if t.uri and t.uri.replace(".g2", "") == svc.sqladmin.exported[0])
+    assert (first.generation, first.attempts) == (2, 2)  # one failed attempt spent; the vanished one refunded

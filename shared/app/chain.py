@@ -17,7 +17,7 @@ from shared.app import hooks
 from shared.app.bookkeeping import finalize
 from shared.app.breaker import Breaker
 from shared.app.lease import LeaseKeeper
-from shared.app.lost import VANISHED_CODE, VANISHED_STATUS, accepted_at, last_duration, stuck_limit
+from shared.app.lost import VANISHED_CODE, VANISHED_STATUS, accepted_at, previous_export, run_seconds, stuck_limit
 from shared.app.ports import Services
 from shared.app.requests import Prepared, prepare
 from shared.core import logs
@@ -101,22 +101,22 @@ class Chain:
         limit is cancelled (shared/app/lost.py) and polled on until the cancel shows.
         """
         started = self.clock.monotonic()
-        limit = stuck_limit(self.settings, last_duration(self.state, task))
+        limit: float | None = None  # looked up once the export is older than the floor
         prepared: Prepared | None = None
         while self.remaining() > 0:
             operation = self.read_operation(task)
             hooks.reached("mid_poll")
             if operation is not None and operation.done:
                 return operation, prepared
+            age = 0.0 if operation is None else self._age(task, operation, started)
             if (
                 operation is not None
                 and operation.name not in self._cancelled
-                and self._age(task, operation, started) > limit
+                and age > self.settings.stuck_min_seconds
             ):
-                adopted = self.find_operation(task.uri)
-                if adopted is not None and adopted.done:
-                    return adopted, prepared
-                self._cancel_stuck(task, operation, limit, started)
+                limit = self._stuck_limit(task) if limit is None else limit
+                if age > limit:
+                    self._cancel_stuck(task, operation, limit, age)
             if prepared is None:
                 prepared = self.prepare_next()
             elapsed = self.clock.monotonic() - started
@@ -144,8 +144,8 @@ class Chain:
             return Operation.unknown(task.operation or "", task.uri, exc.status, str(exc))
 
     def _relocate(self, task: Task, exc: ExportRejected) -> Operation | None:
-        """operations.get does not know the name: the list decides. An export to the task's uri that is still
-        listed is followed; one that is not has vanished (DONE, outcome unknown: `VANISHED_CODE`)."""
+        """operations.get does not know the name: the list decides. The task's operation, if still listed, is
+        followed; if not, it has vanished (DONE, outcome unknown: `VANISHED_CODE`)."""
         try:
             listed = self.services.sqladmin.list_operations(self.project, self.instance_name)
             self.lease.heartbeat()
@@ -154,7 +154,8 @@ class Chain:
         except RetryableError as error:
             logs.warning("operation not found and the list failed; retrying", **task.log_fields(), error=str(error))
             return None
-        found = next((op for op in listed if op.uri == task.uri), None)  # newest first
+        # By name: an earlier attempt of the task (failed, same uri) may still be listed.
+        found = next((op for op in listed if op.name == task.operation), None)
         return found or Operation.unknown(task.operation or "", task.uri, exc.status, str(exc))
 
     def _age(self, task: Task, operation: Operation, started: float) -> float:
@@ -164,7 +165,22 @@ class Chain:
             return self.clock.monotonic() - started
         return (self.clock.now() - since).total_seconds()
 
-    def _cancel_stuck(self, task: Task, operation: Operation, limit: float, started: float) -> None:
+    def _stuck_limit(self, task: Task) -> float:
+        """The task's stuck limit, from how long its table's previous export ran (the operation list's times)."""
+        previous = previous_export(self.state, task)
+        ran = None
+        if previous is not None and previous.uri:
+            try:
+                listed = self.services.sqladmin.list_operations(self.project, self.instance_name)
+                self.lease.heartbeat()
+            except LeaseLost:
+                raise
+            except RetryableError:
+                listed = []
+            ran = run_seconds(next((op for op in listed if op.uri == previous.uri and not op.failed), None))
+        return stuck_limit(self.settings, ran)
+
+    def _cancel_stuck(self, task: Task, operation: Operation, limit: float, age: float) -> None:
         """Ask the API to cancel a stuck export; the poll sees it end (cancelled, or finished after all)."""
         try:
             self.services.sqladmin.cancel_operation(self.project, operation.name)
@@ -181,7 +197,7 @@ class Chain:
             "export stuck: cancelled; it is retried on a new generation",
             **task.log_fields(),
             status=operation.status,
-            age_seconds=round(self._age(task, operation, started), 1),
+            age_seconds=round(age, 1),
             limit_seconds=round(limit, 1),
         )
 

@@ -2,11 +2,12 @@
 
 Neither says anything certain about the object, so both end in a retry on a new generation: the export API never
 overwrites, and an operation we gave up on may still write its object late.
-- Stuck: not DONE after `stuck_limit` (a multiple of the table's last export duration, at least the configured
-  floor). The chain asks `operations.cancel` and keeps polling: the operation ends cancelled (retried, the attempt
-  spent: a query that never ends must eventually fail) or, cancelled too late, finished (adopted as it is).
-- Vanished: `operations.get` answers 404 and `operations.list` no longer shows an export to the task's uri. The
-  outcome is unknown, not refused, so the retry spends no attempt (before, three vanishings failed the task).
+- Stuck: not DONE `stuck_limit` after the API accepted it (a multiple of how long the table's previous window's
+  export ran, by the operation list's times; at least the configured floor). The chain asks `operations.cancel`
+  and keeps polling: the operation ends cancelled (retried, the attempt spent: a query that never ends must
+  eventually fail) or, cancelled too late, finished (adopted as it is).
+- Vanished: `operations.get` answers 404 and `operations.list` no longer shows the operation. The outcome is
+  unknown, not refused, so the retry spends no attempt (before, three vanishings failed the task).
 """
 
 from __future__ import annotations
@@ -24,21 +25,32 @@ VANISHED_CODE = f"HTTP_{VANISHED_STATUS}"
 """The error code `Operation.unknown` gives an operation that is neither readable nor listed any more."""
 
 
-def last_duration(state: StateStore, task: Task) -> float | None:
-    """Seconds the table's previous window took from claim to DONE, if that export is known and done."""
+def previous_export(state: StateStore, task: Task) -> Task | None:
+    """The same table's task for the previous window, if it is done (its export's duration is the yardstick)."""
     if task.purpose != "export":
         return None
     previous = state.get_task(task_id(task.source, task.low - (task.high - task.low), task.table))
-    if previous is None or previous.state != "done" or not previous.submitted_at or not previous.done_at:
+    return previous if previous is not None and previous.state == "done" else None
+
+
+def run_seconds(operation: Operation | None) -> float | None:
+    """How long a finished export ran, by the API's own times (start, else insert, to end); None if unknown.
+    Not the task's claim-to-done time: that includes waits behind a busy instance and polling."""
+    if operation is None or not operation.done or operation.failed:
         return None
-    return max(0.0, (previous.done_at - previous.submitted_at).total_seconds())
+    began, ended = _time(operation.start_time or operation.insert_time), _time(operation.end_time)
+    return None if began is None or ended is None else max(0.0, (ended - began).total_seconds())
 
 
 def accepted_at(operation: Operation) -> pendulum.DateTime | None:
     """When the API accepted the export (its `insertTime`); None if absent or unreadable. Measured from here, a
     task that waited behind a busy instance before its export was accepted is not taken for stuck."""
+    return _time(operation.insert_time)
+
+
+def _time(text: str | None) -> pendulum.DateTime | None:
     try:
-        parsed = pendulum.parse(operation.insert_time or "")
+        parsed = pendulum.parse(text or "")
     except (ValueError, TypeError):
         return None
     return parsed if isinstance(parsed, pendulum.DateTime) else None

@@ -86,6 +86,7 @@ class _FakeOperation:
     leave_object: bool = False
     content: bytes = b""
     finished: bool = False
+    ended: float | None = None
     forgotten: bool = False
     hung: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -200,7 +201,8 @@ class FakeAdminApi:
             raise ExportRejected(404, "operationDoesNotExist", f"The Cloud SQL operation {name!r} does not exist.")
         if op.finished:
             raise ExportRejected(400, "invalid", f"Invalid request: operation {name} is already DONE.")
-        op.finished, op.error = True, ("OPERATION_CANCELLED", "The operation was cancelled by the user.")
+        op.finished, op.ended = True, self.clock.monotonic()
+        op.error = ("OPERATION_CANCELLED", "The operation was cancelled by the user.")
         self.cancelled.append(name)
 
     # ---- inside -----------------------------------------------------------------------------------
@@ -223,7 +225,7 @@ class FakeAdminApi:
         for op in self._operations.values():
             if op.finished or op.hung or now < op.inserted + op.duration:
                 continue
-            op.finished = True
+            op.finished, op.ended = True, op.inserted + op.duration
             if op.uri is None:
                 continue
             key = self.objects.key_of(op.uri)
@@ -237,8 +239,9 @@ class FakeAdminApi:
         elapsed = self.clock.monotonic() - op.inserted
         status = "DONE" if op.finished else ("PENDING" if elapsed < min(0.1, op.duration / 2) else "RUNNING")
         error = op.error if op.finished else None
-        # The fake clock's wall time when the operation was inserted (as the API's insertTime).
-        inserted = self.clock.now().subtract(microseconds=round(elapsed * 1_000_000)).isoformat()
+        # The API's times as the fake clock's wall time: insertTime (also startTime), and endTime once DONE.
+        inserted = self._wall(op.inserted)
+        ended = self._wall(op.ended) if op.ended is not None else None
         return Operation(
             name=op.name,
             status=status,
@@ -246,6 +249,11 @@ class FakeAdminApi:
             error_code=error[0] if error else None,
             error_message=error[1] if error else None,
             insert_time=inserted,
-            start_time=None,
-            end_time=None,
+            start_time=inserted,
+            end_time=ended,
+        )
+
+    def _wall(self, monotonic: float) -> str:
+        return (
+            self.clock.now().subtract(microseconds=round((self.clock.monotonic() - monotonic) * 1_000_000)).isoformat()
         )
