@@ -391,6 +391,34 @@ def test_validate_names_the_layout_and_both_owners_of_a_shared_key(tmp_path: Pat
     assert "use {{ source }} in the layout" in str(e.value)
 
 
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT a -- x\nFROM t\n", "SELECT a FROM t"),  # a comment ends at the first newline after it
+        ("SELECT /* x */ a /* y */ FROM t", "SELECT a FROM t"),  # and at the first */
+        ("SELECT $A$;$A$ FROM t", "SELECT $A$;$A$ FROM t"),  # upper-case tags
+        ("SELECT $a$x$a$ -- c\n, $a$y$a$ FROM t", "SELECT $a$x$a$ , $a$y$a$ FROM t"),  # a tag ends at its first repeat
+        ("SELECT 'a'||'b' FROM t", "SELECT 'a'||'b' FROM t"),
+        ("SELECT \"a\"||'b' FROM t", "SELECT \"a\"||'b' FROM t"),
+        ("SELECT x, e'\\'', E'\\\\' FROM t", "SELECT x, e'\\'', E'\\\\' FROM t"),
+        ("SELECT 'a''b''c' FROM t", "SELECT 'a''b''c' FROM t"),
+        ("SELECT a FROM t WHERE b=$1", "SELECT a FROM t WHERE b=$1"),
+    ],
+)
+def test_one_line_ends_each_comment_and_literal_at_its_first_terminator(sql: str, expected: str) -> None:
+    assert _one_line(sql) == expected
+
+
+def test_a_multiline_literal_is_quoted_to_30_characters() -> None:
+    literal = "'" + "x" * 40 + "\n'"
+    with pytest.raises(ValueError) as e:
+        _one_line(f"SELECT {literal} FROM t")
+    assert str(e.value) == f"has a string literal spanning lines: {literal[:30]!r}"
+    with pytest.raises(ValueError) as e:
+        _one_line("SELECT $$" + "y" * 40 + "\r$$ FROM t")
+    assert str(e.value) == f"has a string literal spanning lines: {'$$' + 'y' * 28!r}"
+
+
 def test_an_e_after_a_dollar_quote_is_a_word_not_an_escape_string() -> None:
     # '$' ends a word: the E is an identifier character, so 'b\' is a plain literal that ends at its second quote
     assert _one_line("SELECT $$a$$E'b\\', 'c' FROM t") == "SELECT $$a$$E'b\\', 'c' FROM t"
