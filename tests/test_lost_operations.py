@@ -3,16 +3,19 @@ polls forever, never fails a task because the API forgot its operation, and neve
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from shared.app import hooks
+from shared.app.worker import run_work
 from shared.core.config import parse_config
 from shared.core.errors import ExportRejected
 from shared.core.operations import Operation
-from tests.test_chain import INSTANCE, TABLES, TEMPLATES, config_doc, services, tick
+from tests.test_chain import INSTANCE, TABLES, TEMPLATES, Crash, config_doc, services, tick
 
 
 def test_an_operation_that_never_finishes_is_cancelled_and_retried_on_a_new_generation(
@@ -149,3 +152,36 @@ def test_a_vanished_retry_is_not_mistaken_for_the_failed_attempt_before_it() -> 
     assert svc.sqladmin.overwrite_attempts == 0
     first = next(t for t in svc.state.all_tasks() if t.uri and t.uri.replace(".g2", "") == svc.sqladmin.exported[0])
     assert (first.generation, first.attempts) == (2, 2)  # one failed attempt spent; the vanished one refunded
+
+
+def test_a_crash_after_submit_then_a_vanished_operation_is_retried_on_a_new_generation() -> None:
+    """Found by the fault suite: the worker was killed between the export's acceptance and saving its name, and the
+    operation then vanished (having written its object). Recovery, not finding it listed, took the export for never
+    sent and submitted it again under the same name: an overwrite attempt."""
+    svc = services()
+    tick(svc)
+    seen: dict[str, Any] = {}
+
+    def crash_after_submit(reached: str) -> None:
+        if reached == "after_submit" and "lease" not in seen:
+            seen["lease"] = copy.deepcopy(svc.state.leases)
+            raise Crash(reached)
+
+    hooks.install(crash_after_submit)
+    work = svc.work(INSTANCE, "m-crashed")
+    with pytest.raises(Crash):
+        run_work(work, svc, TEMPLATES)
+    hooks.install(None)
+    svc.state.leases = seen["lease"]
+    [accepted] = svc.sqladmin.list_operations("cdc-local", "shop-pg")
+    svc.clock.advance(5)
+    svc.sqladmin.list_operations("cdc-local", "shop-pg")  # it finishes, writing its object, then vanishes
+    svc.sqladmin.forget(accepted.name)
+    assert run_work(work, svc, TEMPLATES) is None  # the redelivery takes the dead lease over and hands on
+    svc.bus.published.clear()
+    svc.drain(INSTANCE, TEMPLATES)
+    assert svc.sqladmin.overwrite_attempts == 0
+    tasks = svc.state.all_tasks()
+    assert {t.state for t in tasks} == {"done"}
+    first = next(t for t in tasks if t.uri == accepted.uri.replace(".csv", ".g2.csv"))
+    assert first.attempts == 1  # the vanished export's attempt was given back

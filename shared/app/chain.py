@@ -204,7 +204,7 @@ class Chain:
     def complete(self, task: Task, operation: Operation, prepared: Prepared | None) -> Task | None:
         """Record a DONE operation; submits the next export first when it succeeded."""
         if operation.error_code == VANISHED_CODE:
-            self._retry_vanished(task)
+            self.retry_vanished(task)
             return None
         if operation.failed:
             error = {"code": operation.error_code, "message": operation.error_message}
@@ -320,7 +320,7 @@ class Chain:
 
     # ---- failures -----------------------------------------------------------------------------------
 
-    def _retry_vanished(self, task: Task) -> None:
+    def retry_vanished(self, task: Task) -> None:
         """The export's operation vanished: its outcome is unknown, so retry on a new generation, no attempt spent."""
         generation = next_generation(task)
         not_before = self.clock.now().add(seconds=self.settings.retry_base_seconds * random.uniform(0.8, 1.2))

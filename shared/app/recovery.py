@@ -38,12 +38,18 @@ def recover(chain: Chain) -> Task | None:
 
 def _resume(chain: Chain, task: Task) -> Task | None:
     """The in-flight task with its operation name; a `submitting` task whose export cannot be found is
-    submitted (it was never sent), and one that can no longer render fails instead of killing the chain."""
+    submitted (it was never sent), and one that can no longer render fails instead of killing the chain.
+    Unless its object exists: then an export ran whose operation vanished, and the task moves to a new
+    generation (resubmitting under the same name would be refused as an overwrite)."""
     if task.operation is not None:
         return task
     adopted = chain.find_operation(task.uri, must_know=True)
     if adopted is not None:
         return chain.state.mark_running(task, adopted.name)
+    objects = chain.services.objects
+    if task.uri and objects.exists(objects.key_of(task.uri)):
+        chain.retry_vanished(task)
+        return None
     try:
         body = prepare(chain.config, chain.templates, task).body
     except PermanentError as exc:
