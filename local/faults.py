@@ -14,13 +14,18 @@ it at the end. What is injected while the windows are exported:
   (tapped from the work topic through an extra pull subscription);
 - the worker process is SIGKILLed at random at the failpoints of shared/testing/failpoints.py (after taking the
   lease, between submit and saving the operation name, mid-poll, after DONE before the watermark update);
-  gunicorn replaces the killed process and Pub/Sub redelivers the message it was handling.
+  gunicorn replaces the killed process and Pub/Sub redelivers the message it was handling;
+- production's instance-level conditions on a timeline (local/fault_scenarios.py): 403 for the first seconds,
+  the instance stopped then started, a 429 burst, a hung export, a vanishing export, a backup longer than the
+  lease.
 
 The checks (`check_run`): every (table, window) exported by exactly one successful operation, its object
 the only one for the window and its rows equal to the source's; no export ever refused for an existing
 object (an overwrite attempt); watermarks at the range end and never moved backwards; no two operations
 overlapping on the instance, and none of a task submitted while a previous one of it still ran; the
-instance never idle longer than the lease expiry (plus the retry back-off) while work was ready.
+instance never idle longer than the lease expiry (plus the retry back-off) while work was ready, measured from the
+moment the condition that kept it idle cleared (a refusal, a killed worker's lease; after a refusal, plus the
+breaker's pause in force then); every timeline condition injected, and no task failed by any of them.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from google.cloud import storage
 
 from local.demo_data import TABLES, seed
 from local.driver import Driver
+from local.fault_scenarios import Held, Scenario, idle_allowance, killed, timeline
 from local.httpcall import call
 from local.pubsub_wiring import PubSubAdmin
 from local.stack import REPO, Stack
@@ -72,6 +78,9 @@ WORKER = {
     "poll_max_seconds": 0.5,
     "retry_base_seconds": 0.5,
     "retry_max_seconds": 2,
+    # A hung export is cancelled once 4x its table's last duration (at least 8 s) passed since it was accepted.
+    "stuck_factor": 4,
+    "stuck_min_seconds": 8,
 }
 
 
@@ -118,6 +127,7 @@ class FaultReport:
     rows_compared: int = 0
     max_idle_seconds: float = 0.0
     idle_limit_seconds: float = 0.0
+    resumed_after: dict[str, float] = field(default_factory=dict)
     pipeline_seconds: float = 0.0
     total_seconds: float = 0.0
     violations: list[str] = field(default_factory=list)
@@ -137,7 +147,9 @@ class FaultReport:
             if self.ok
             else f"compared: {self.windows_compared} (table, window) exports, {self.rows_compared} rows",
             f"longest instance idle while work was ready: {self.max_idle_seconds:.1f} s "
-            f"(limit {self.idle_limit_seconds:.1f} s)",
+            f"(limit {self.idle_limit_seconds:.1f} s, from the moment a condition cleared)",
+            "longest wait per condition (cleared -> next operation on the instance):",
+            *(f"  {kind:<40} {seconds:.1f} s" for kind, seconds in sorted(self.resumed_after.items())),
             f"time: pipeline {self.pipeline_seconds:.1f} s, total {self.total_seconds:.1f} s",
             "result: OK" if self.ok else f"result: {len(self.violations)} VIOLATIONS",
             *(f"  - {v}" for v in self.violations),
@@ -288,6 +300,7 @@ def wait_exported(driver: Driver, expected: int, timeout: float) -> None:
 # ---- checks ---------------------------------------------------------------------------------------------
 
 _GENERATION = re.compile(r"\.g\d+(?=\.csv)")
+_MANIFEST = re.compile(r"/_manifest(\.v\d+)?\.json$")
 
 
 def _when(value: str | None) -> pendulum.DateTime:
@@ -308,8 +321,13 @@ def check_run(
     config: Config,
     hours: int,
     idle_limit: float,
+    held: list[Held] | None = None,
+    vanished: int = 0,
 ) -> tuple[list[str], float]:
-    """Every invariant of the suite; returns the violations and the longest idle gap while work was ready."""
+    """Every invariant of the suite; returns the violations and the longest idle gap while work was ready.
+    `held`: when conditions kept the instance idle (see `idle_allowance`); `vanished`: exports whose operation
+    the emulator forgot after they wrote their object (their object is superseded by the task's next generation).
+    """
     violations: list[str] = []
     source = config.sources[0]
     end = START.add(hours=hours)
@@ -321,17 +339,27 @@ def check_run(
         if task.state != "done" or not task.finalized:
             violations.append(f"task {task.id} ended {task.state} (finalized={task.finalized})")
 
-    # Objects: exactly the done tasks' objects (manifests aside): nothing duplicated, nothing extra.
-    manifests = {o for o in objects if o.endswith("_manifest.json")}
+    # Objects: exactly the done tasks' objects (manifests aside): nothing duplicated, nothing extra. A window
+    # with a re-exported table has a later manifest version (`_manifest.v2.json`) instead of the first.
+    manifests = {o for o in objects if _MANIFEST.search(o)}
     exported = objects - manifests
     uris = {t.uri for t in tasks}
     prefix = f"gs://{config.bucket}/"
-    if {prefix + o for o in exported} != uris:
-        extra = sorted({prefix + o for o in exported} - uris)[:5]
+    generations = {_task_key(t.uri): t.generation for t in tasks if t.uri}
+    superseded = {
+        prefix + o
+        for o in exported
+        if prefix + o not in uris and _generation(prefix + o) < generations.get(_task_key(prefix + o), 0)
+    }
+    if len(superseded) != vanished:
+        violations.append(f"{len(superseded)} objects of earlier generations for {vanished} vanished exports")
+    if {prefix + o for o in exported} - superseded != uris:
+        extra = sorted({prefix + o for o in exported} - superseded - uris)[:5]
         missing = sorted(uris - {prefix + o for o in exported})[:5]
         violations.append(f"objects differ from the tasks' uris: extra {extra}, missing {missing}")
-    if len(manifests) != hours:
-        violations.append(f"{len(manifests)} manifests for {hours} windows")
+    windows_with_manifest = {_MANIFEST.sub("", o) for o in manifests}
+    if len(windows_with_manifest) != hours:
+        violations.append(f"manifests for {len(windows_with_manifest)} of {hours} windows")
 
     # Operations: one successful export per (table, window); no overwrite attempt.
     exports = [op for op in operations if op["operationType"] == "EXPORT"]
@@ -380,11 +408,34 @@ def check_run(
         if last_export is None or start > last_export:
             break
         if busy_until is not None and start > busy_until:
-            max_idle = max(max_idle, (start - busy_until).total_seconds())
+            since, allowed = idle_allowance(busy_until, start, held or [], idle_limit)
+            idle = (start - since).total_seconds()
+            max_idle = max(max_idle, idle)
+            if idle > allowed:
+                violations.append(
+                    f"the instance idled {idle:.1f} s while work was ready, from {since} (limit {allowed:.1f} s)"
+                )
         busy_until = finish if busy_until is None else max(busy_until, finish)
-    if max_idle > idle_limit:
-        violations.append(f"the instance idled {max_idle:.1f} s while work was ready (limit {idle_limit:.1f} s)")
     return violations, max_idle
+
+
+def _generation(uri: str) -> int:
+    found = _GENERATION.search(uri)
+    return int(found.group(0)[2:]) if found else 1
+
+
+def resumed_after(held: list[Held], operations: list[dict[str, Any]]) -> dict[str, float]:
+    """Per condition kind, the longest time from its clearing to the next operation starting on the instance."""
+    starts = sorted(_when(op["insertTime"]) for op in operations)
+    waits: dict[str, float] = {}
+    for item in held:
+        if item.end is None or item.condition.kind == "worker killed":
+            continue
+        following = next((s for s in starts if s >= item.end), None)
+        if following is not None:
+            wait = (following - item.end).total_seconds()
+            waits[item.condition.kind] = max(waits.get(item.condition.kind, 0.0), wait)
+    return waits
 
 
 def read_log_entries(path: Path, offset: int = 0) -> list[dict[str, Any]]:
@@ -439,6 +490,10 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
 
     injector = Injector(stack, config, plan, rng)
     injector.start()
+    project, instance_name = config.sources[0].instance.split(":", 1)
+    conditions = timeline(instance_name, WORKER["lease_seconds"])
+    scenario = Scenario(admin, project, instance_name, conditions, injector.count)
+    scenario.start()
     started = time.monotonic()
     expected = plan.hours * (1 + len(TABLES))
     cut_short: str | None = None
@@ -449,6 +504,7 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
         cut_short = str(exc)
     finally:
         report.pipeline_seconds = time.monotonic() - started
+        scenario.stop()
         injector.stop()
         requests.post(f"{admin}/faults", json={"error_rate": 0, "op_fail_rate": 0, "min_duration": 0}, timeout=10)
     stats = requests.get(f"{admin}/stats", timeout=10).json()
@@ -459,13 +515,26 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
     state = driver.clients.state
     tasks = state.all_tasks()
     objects = {b.name for b in storage.Client(project=config.project).list_blobs(config.bucket)}
+    entries = read_log_entries(worker_log, offsets[worker_log])
+    planner_entries = read_log_entries(planner_log, offsets[planner_log])
+    kills = [e for e in entries if e.get("message", "").startswith("failpoint fired")]
+    held = scenario.held + [killed(_when(e["time"]), WORKER["lease_seconds"]) for e in kills if e.get("time")]
     # The lease expiry, plus the longest designed pause (a retry's back-off), plus the recovery work after
     # a take-over (list operations, re-read and submit, each call facing 20% HTTP 503s).
     report.idle_limit_seconds = WORKER["lease_seconds"] + WORKER["retry_max_seconds"] * 1.2 + RECOVERY_SECONDS
     violations, report.max_idle_seconds = check_run(
         tasks, operations, objects, state.watermark_history(), state.watermarks(), config, plan.hours,
-        report.idle_limit_seconds,
+        report.idle_limit_seconds, held, stats.get("faults", {}).get("operation_vanish", 0),
     )  # fmt: skip
+    violations += [f"condition never injected: {c.kind}" for c in conditions if not injector.counts[c.kind]]
+    violations += [f"task failed: {e.get('task')} {e.get('error')}" for e in entries
+                   if e.get("message", "").startswith(("export failed for good", "task cannot run"))]  # fmt: skip
+    report.resumed_after = resumed_after(held, operations)
+    cancelled = [op for op in operations if (op.get("error") or {}).get("code") == "OPERATION_CANCELLED"]
+    for op in cancelled:
+        report.resumed_after["hung operation (cancelled after)"] = (
+            _when(op["endTime"]) - _when(op["insertTime"])
+        ).total_seconds()
     checks = driver.reconcile(stack.pg_dsn("postgres"))
     report.tasks = len(tasks)
     report.windows_compared = len(checks)
@@ -474,10 +543,7 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
                    if not c.equal]  # fmt: skip
     report.violations = ([f"cut short: {cut_short}"] if cut_short else []) + violations
 
-    entries = read_log_entries(worker_log, offsets[worker_log])
-    planner_entries = read_log_entries(planner_log, offsets[planner_log])
-    kills = Counter(e["failpoint"] for e in entries if e.get("message", "").startswith("failpoint fired"))
-    for name, n in kills.items():
+    for name, n in Counter(e["failpoint"] for e in kills).items():
         report.injected[f"worker killed at {name}"] = n
     for name, n in stats.get("faults", {}).items():
         report.injected[{"http_503": "HTTP 503 answers", "op_fail": "export operations failed"}.get(name, name)] = n
@@ -499,7 +565,19 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
                 1 for e in entries if e.get("message") == "lease of a dead invocation taken over"
             ),
             "ticks planned": sum(1 for e in planner_entries if e.get("message") == "message received"),
-            "worker processes replaced": sum(kills.values()),
+            "worker processes replaced": len(kills),
+            "instance paused by its breaker (refusals)": sum(
+                1 for e in entries if e.get("message") == "instance unavailable: pausing its chain"
+            ),
+            "instance resumed by itself": sum(
+                1 for e in entries if e.get("message") == "instance available again; chain resumed"
+            ),
+            "stuck exports cancelled and retried": sum(
+                1 for e in entries if str(e.get("message", "")).startswith("export stuck")
+            ),
+            "vanished exports retried": sum(
+                1 for e in entries if str(e.get("message", "")).startswith("export's operation vanished")
+            ),
         }
     )
     report.total_seconds = time.monotonic() - t0

@@ -6,6 +6,7 @@ windows: API 503s, failed operations, foreign operations, duplicate deliveries a
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +146,70 @@ def test_the_injector_stops_within_its_bound_even_with_deliveries_backing_off():
     started = time.monotonic()
     injector.stop()
     assert time.monotonic() - started < 3
+
+
+def test_idle_is_measured_from_the_moment_a_condition_cleared():
+    """Defect 9 (before): a gap was measured from the instance's last operation, so time spent waiting out a
+    refusal, or a killed worker's lease, counted as a stall and the bound failed under CPU load. Now the gap starts
+    when the condition cleared; after a refusal, the breaker's pause in force then is designed idle time too."""
+    from local.fault_scenarios import Condition, Held, breaker_wait_after, idle_allowance, killed
+
+    t0 = pendulum.datetime(2026, 1, 1, tz="UTC")
+    stopped = Held(
+        Condition("instance stopped", 0, {"stopped_instances": ["i"]}, 8, breaker=True), t0, t0.add(seconds=8)
+    )
+    start, allowed = idle_allowance(t0.subtract(seconds=1), t0.add(seconds=20), [stopped], 5)
+    assert start == t0.add(seconds=8) and allowed == 5 + breaker_wait_after(8)
+    kill = killed(t0.add(seconds=30), 6)
+    assert idle_allowance(t0.add(seconds=29), t0.add(seconds=40), [stopped, kill], 5) == (t0.add(seconds=36), 5)
+    assert idle_allowance(t0.add(seconds=50), t0.add(seconds=60), [stopped, kill], 5) == (t0.add(seconds=50), 5)
+    # The breaker's pauses are 5, 10, 20... s, jittered 0.8-1.2: the pause in force when a condition clears.
+    assert [breaker_wait_after(s) for s in (0, 3.9, 4.0, 11.9, 12.0)] == [6.0, 6.0, 12.0, 12.0, 24.0]
+
+    config = parse_config(fault_config(1))
+    root = "gs://cdc-exports/cdc/raw"
+    tasks = [_task(None, 0, "gs://cdc-exports/cdc/schemas/shop/2026/10/01/schema_20261001T000000.csv")] + [
+        _task(t, 0, f"{root}/{t}/2026/10/01/{t}_20261001T000000.csv") for t in config.sources[0].table_names
+    ]
+    # A 19 s gap while the instance was stopped for 8 s: 11 s after it was started, within 5 + 12 s.
+    ops = [_op(f"op{i}", t.uri, 2 * i + (20 if i > 1 else 0), 2 * i + 1 + (20 if i > 1 else 0))
+           for i, t in enumerate(tasks)]  # fmt: skip
+    stopped = Held(
+        stopped.condition, pendulum.parse(ops[1]["endTime"]), pendulum.parse(ops[1]["endTime"]).add(seconds=8)
+    )
+    objects = {t.uri.removeprefix("gs://cdc-exports/") for t in tasks} | {"cdc/manifests/x/_manifest.json"}
+    end = START.add(hours=1)
+    history = [{"table": t, "from": START, "to": end, "at": end} for t in config.sources[0].table_names]
+    marks = {("shop", t): end for t in config.sources[0].table_names}
+    assert check_run(tasks, ops, objects, history, marks, config, 1, idle_limit=5)[0]  # measured the old way
+    assert check_run(tasks, ops, objects, history, marks, config, 1, idle_limit=5, held=[stopped])[0] == []
+
+
+def test_an_object_left_by_a_vanished_export_is_accepted_only_as_an_earlier_generation():
+    config = parse_config(fault_config(1))
+    root = "gs://cdc-exports/cdc/raw"
+    tasks = [_task(None, 0, "gs://cdc-exports/cdc/schemas/shop/2026/10/01/schema_20261001T000000.csv")] + [
+        _task(t, 0, f"{root}/{t}/2026/10/01/{t}_20261001T000000.csv") for t in config.sources[0].table_names
+    ]
+    tasks[1] = dataclasses.replace(tasks[1], uri=tasks[1].uri.replace(".csv", ".g2.csv"), generation=2)
+    ops = [_op(f"op{i}", t.uri, 2 * i, 2 * i + 1) for i, t in enumerate(tasks)]
+    objects = {t.uri.removeprefix("gs://cdc-exports/") for t in tasks} | {"cdc/manifests/x/_manifest.v2.json"}
+    left = tasks[1].uri.replace(".g2.csv", ".csv").removeprefix("gs://cdc-exports/")
+    end = START.add(hours=1)
+    history = [{"table": t, "from": START, "to": end, "at": end} for t in config.sources[0].table_names]
+    marks = {("shop", t): end for t in config.sources[0].table_names}
+    assert check_run(tasks, ops, objects | {left}, history, marks, config, 1, idle_limit=5, vanished=1)[0] == []
+    violations = check_run(tasks, ops, objects | {left}, history, marks, config, 1, idle_limit=5)[0]
+    assert "1 objects of earlier generations for 0 vanished exports" in violations
+
+
+def test_the_scenario_stops_within_its_bound_even_when_the_emulator_is_gone():
+    import time
+
+    from local.fault_scenarios import Scenario, timeline
+
+    scenario = Scenario("http://127.0.0.1:9/_emulator", "p", "i", timeline("i", 6)[1:], lambda kind: None)
+    scenario.start()
+    started = time.monotonic()
+    scenario.stop(timeout=2)
+    assert time.monotonic() - started < 3 and scenario.held == []
