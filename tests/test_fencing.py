@@ -43,3 +43,56 @@ def test_an_export_call_that_hung_past_the_lease_changes_nothing_and_the_new_hol
     assert {t.state for t in svc.state.all_tasks()} == {"done"}
     assert len(svc.sqladmin.exported) == len(set(svc.sqladmin.exported)) == 3
     assert svc.sqladmin.overwrite_attempts == 0
+
+
+def test_an_export_a_stale_holder_ran_during_the_breaker_pause_is_adopted_not_overwritten() -> None:
+    """Found by the fault suite: while the new holder waited out a refusal (its breaker pause), the holder it had
+    taken the lease from woke up and exported the same task. After the pause the new holder exported again to the
+    same uri: refused by the API as an overwrite. It now looks for an export of the uri before every retry."""
+    svc = FakeServices(parse_config(config_doc()), start=T0.add(hours=1, minutes=10), content=content)
+    plan_tick(Tick("t", svc.clock.now(), svc.clock.now()), svc)
+    svc.bus.published.clear()
+    svc.sqladmin.refuse(INSTANCE, "not running", seconds=3)
+    real_sleep = svc.clock.sleep
+    stale: list[str] = []
+
+    def sleep(seconds: float) -> None:
+        if not stale and svc.state.breaker(INSTANCE) is not None:
+            # The stale holder's export of the claimed task, accepted once the instance is back, finishes.
+            claimed = next(t for t in svc.state.all_tasks() if t.state == "submitting")
+            svc.clock.advance(3)
+            body = {"exportContext": {"uri": claimed.uri, "csvExportOptions": {"selectQuery": "SELECT 1"}}}
+            stale.append(svc.sqladmin.export("cdc-local", "shop-pg", body).name)
+            svc.clock.advance(5)
+        real_sleep(seconds)
+
+    svc.clock.sleep = sleep  # type: ignore[method-assign]
+    svc.drain(INSTANCE, Templates())
+    assert stale and svc.sqladmin.overwrite_attempts == 0
+    tasks = svc.state.all_tasks()
+    assert {t.state for t in tasks} == {"done"} and {t.generation for t in tasks} == {1}
+    assert len(svc.sqladmin.exported) == len(tasks)  # the stale holder's export counts for its task
+
+
+def test_a_renewal_that_returns_late_counts_from_when_it_was_asked() -> None:
+    """Found by the fault suite: a holder stalled inside a renewal (the process descheduled between reading the
+    clock and the commit). Its lease was written already expired, another worker took it over, and the stalled
+    holder, counting its renewal from when the call returned, went on without checking: it submitted an export
+    and recorded it while the new holder worked the same task."""
+    svc = FakeServices(parse_config(config_doc()), start=T0.add(hours=1, minutes=10), content=content, duration=30)
+    plan_tick(Tick("t", svc.clock.now(), svc.clock.now()), svc)
+    svc.bus.published.clear()
+    real_renew = svc.state.renew_lease
+    taken: list[dict[str, Any]] = []
+
+    def stalling_renew(instance: str, holder: str, ttl: float, now: Any) -> bool:
+        renewed = real_renew(instance, holder, ttl, now)
+        if not taken:
+            svc.clock.advance(ttl + 10)  # stalled: the lease it wrote has expired by the time the call returns
+            assert svc.state.acquire_lease(INSTANCE, "other/1", ttl, svc.clock.now()).acquired
+            taken.append({t.id: (t.state, t.operation, t.attempts) for t in svc.state.all_tasks()})
+        return renewed
+
+    svc.state.renew_lease = stalling_renew  # type: ignore[method-assign]
+    assert run_work(svc.work(INSTANCE), svc, Templates()) is None  # stopped by LeaseLost
+    assert taken and {t.id: (t.state, t.operation, t.attempts) for t in svc.state.all_tasks()} == taken[0]

@@ -250,7 +250,13 @@ class Chain:
     def submit(self, task: Task, body: dict[str, Any]) -> Task | None:
         """Submit the export of a claimed task, backing off while the instance is busy."""
         delay = BUSY_BACKOFF_FIRST_SECONDS
+        paused = False
         while True:
+            # After a pause, an export of this uri may exist: a holder that lost the lease meanwhile ran it.
+            if paused and (adopted := self.find_operation(task.uri)) is not None:
+                operation = adopted
+                break
+            paused = True
             try:
                 operation = self.services.sqladmin.export(self.project, self.instance_name, body)
                 self.lease.heartbeat()  # fencing: if this call hung past the lease, the new holder adopts it

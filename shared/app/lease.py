@@ -145,12 +145,17 @@ class LeaseKeeper:
         self._renewed_at = clock.monotonic()
 
     def heartbeat(self) -> None:
-        """Renew the lease if it is due; raises LeaseLost if it is no longer ours."""
-        if self.clock.monotonic() - self._renewed_at < self.policy.renew_after:
-            return
-        if not self.state.renew_lease(self.instance, self.holder, self.policy.ttl, self.clock.now()):
-            raise LeaseLost(self.instance, self.holder)
-        self._renewed_at = self.clock.monotonic()
+        """Renew the lease if it is due; raises LeaseLost if it is no longer ours.
+
+        A renewal counts from when it was asked (the expiry it writes is computed then), not from when it
+        returned: a holder stalled inside the call may come back to a lease that already expired and was taken.
+        So a renewal that itself took `renew_after` or longer is confirmed by another before the holder acts.
+        """
+        while self.clock.monotonic() - self._renewed_at >= self.policy.renew_after:
+            asked = self.clock.monotonic()
+            if not self.state.renew_lease(self.instance, self.holder, self.policy.ttl, self.clock.now()):
+                raise LeaseLost(self.instance, self.holder)
+            self._renewed_at = asked
 
     def pause(self, seconds: float) -> None:
         """Sleep `seconds` in slices short enough to keep the lease alive."""
