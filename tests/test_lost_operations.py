@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from shared.app import hooks
+from shared.app.requests import prepare
 from shared.app.worker import run_work
 from shared.core.config import parse_config
 from shared.core.errors import ExportRejected
@@ -185,3 +186,25 @@ def test_a_crash_after_submit_then_a_vanished_operation_is_retried_on_a_new_gene
     assert {t.state for t in tasks} == {"done"}
     first = next(t for t in tasks if t.uri == accepted.uri.replace(".csv", ".g2.csv"))
     assert first.attempts == 1  # the vanished export's attempt was given back
+
+
+def test_recovery_polls_the_running_export_before_submitting_a_task_left_unsent() -> None:
+    """Found by the fault suite: a crash left one task running (its export hung) and another claimed but never
+    sent. Recovery submitted the unsent one first; the hung export held the instance, so it backed off for the
+    whole budget, invocation after invocation, and the hung export was never polled, so never cancelled."""
+    svc = services(parse_config(config_doc(stuck_factor=2, stuck_min_seconds=30)))
+    tick(svc)
+    first, second = svc.state.next_pending(INSTANCE)[:2]
+    ready = prepare(svc.config, TEMPLATES, first)
+    running = svc.state.claim(first, uri=ready.uri, generation=1, now=svc.clock.now())
+    assert running is not None
+    svc.sqladmin.hang_next()
+    operation = svc.sqladmin.export("cdc-local", "shop-pg", ready.body)
+    svc.state.mark_running(running, operation.name)
+    unsent = prepare(svc.config, TEMPLATES, second)
+    assert svc.state.claim(second, uri=unsent.uri, generation=1, now=svc.clock.now()) is not None
+    run_work(svc.work(INSTANCE), svc, TEMPLATES)  # one invocation (300 s budget)
+    assert svc.sqladmin.cancelled == [operation.name]
+    svc.bus.published.clear()
+    svc.drain(INSTANCE, TEMPLATES)
+    assert {t.state for t in svc.state.all_tasks()} == {"done"} and svc.sqladmin.overwrite_attempts == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 from shared.app.bookkeeping import finalize
 from shared.app.chain import Chain
 from shared.app.requests import prepare
+from shared.core import logs
 from shared.core.errors import PermanentError
 from shared.core.tasks import IN_FLIGHT_STATES, Task
 
@@ -17,14 +18,16 @@ def recover(chain: Chain) -> Task | None:
     for task in state.unfinalized(chain.instance):
         finalize(chain.services, chain.templates, task)
         chain.stats.recovered += 1
+    # Exports already sent first: a task claimed but never sent must not be submitted while one of them
+    # still runs (it would back off behind it for the whole budget, and the running one would go unpolled).
     in_flight = sorted(
         (t for s in IN_FLIGHT_STATES for t in state.tasks_in_state(s, instance=chain.instance)),
-        key=lambda t: t.order_key,
+        key=lambda t: (t.operation is None, t.order_key),
     )
     current = None
     for task in in_flight:
         chain.stats.recovered += 1
-        resumed = _resume(chain, task)
+        resumed = _resume(chain, task, busy=current is not None)
         if resumed is None:
             continue
         operation = chain.read_operation(resumed)
@@ -36,9 +39,10 @@ def recover(chain: Chain) -> Task | None:
     return current
 
 
-def _resume(chain: Chain, task: Task) -> Task | None:
+def _resume(chain: Chain, task: Task, *, busy: bool) -> Task | None:
     """The in-flight task with its operation name; a `submitting` task whose export cannot be found is
-    submitted (it was never sent), and one that can no longer render fails instead of killing the chain.
+    submitted (it was never sent; back to the queue if another export is running), and one that can no longer
+    render fails instead of killing the chain.
     Unless its object exists: then an export ran whose operation vanished, and the task moves to a new
     generation (resubmitting under the same name would be refused as an overwrite)."""
     if task.operation is not None:
@@ -49,6 +53,12 @@ def _resume(chain: Chain, task: Task) -> Task | None:
     objects = chain.services.objects
     if task.uri and objects.exists(objects.key_of(task.uri)):
         chain.retry_vanished(task)
+        return None
+    if busy:  # never sent, and another export runs: back to the queue, its attempt given back
+        chain.state.mark_retry(
+            task, error=task.error, not_before=chain.clock.now(), generation=task.generation, refund=True
+        )
+        logs.info("claimed task never sent; back in the queue behind the running export", **task.log_fields())
         return None
     try:
         body = prepare(chain.config, chain.templates, task).body
