@@ -425,13 +425,17 @@ def _generation(uri: str) -> int:
 
 
 def resumed_after(held: list[Held], operations: list[dict[str, Any]]) -> dict[str, float]:
-    """Per condition kind, the longest time from its clearing to the next operation starting on the instance."""
-    starts = sorted(_when(op["insertTime"]) for op in operations)
+    """Per condition kind, the longest time from its clearing to the next operation on the instance (0 when one
+    was running at that moment)."""
+    spans = sorted((_when(op["insertTime"]), _when(op["endTime"])) for op in operations)
     waits: dict[str, float] = {}
     for item in held:
         if item.end is None or item.condition.kind == "worker killed":
             continue
-        following = next((s for s in starts if s >= item.end), None)
+        if any(start <= item.end < end for start, end in spans):
+            following: pendulum.DateTime | None = item.end
+        else:
+            following = next((start for start, _ in spans if start >= item.end), None)
         if following is not None:
             wait = (following - item.end).total_seconds()
             waits[item.condition.kind] = max(waits.get(item.condition.kind, 0.0), wait)
@@ -527,6 +531,8 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
         report.idle_limit_seconds, held, stats.get("faults", {}).get("operation_vanish", 0),
     )  # fmt: skip
     violations += [f"condition never injected: {c.kind}" for c in conditions if not injector.counts[c.kind]]
+    violations += [f"condition never answered to the worker: {c.kind}" for c in conditions
+                   if c.refusal and not stats.get("faults", {}).get(c.refusal)]  # fmt: skip
     violations += [f"task failed: {e.get('task')} {e.get('error')}" for e in entries
                    if e.get("message", "").startswith(("export failed for good", "task cannot run"))]  # fmt: skip
     report.resumed_after = resumed_after(held, operations)
@@ -580,6 +586,9 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
             ),
         }
     )
+    for kind in ("stuck exports cancelled and retried", "vanished exports retried"):
+        if not report.recoveries[kind]:
+            report.violations.append(f"no {kind}: the condition was injected but never handled")
     report.total_seconds = time.monotonic() - t0
     return report
 
