@@ -40,6 +40,7 @@ class Condition:
     seconds: float | None = None
     clear: dict[str, object] = field(default_factory=dict)
     breaker: bool = False  # the chain waits it out with the breaker's back-off (no operation runs meanwhile)
+    refusal: str | None = None  # the emulator's counter of the refusals it causes: held until one was answered
 
 
 def timeline(instance_name: str, lease_seconds: float) -> list[Condition]:
@@ -47,10 +48,11 @@ def timeline(instance_name: str, lease_seconds: float) -> list[Condition]:
     refused = [instance_name]
     return [
         Condition("permission refused (403)", 0.0, {"forbidden_instances": refused}, 6.0,
-                  {"forbidden_instances": []}, breaker=True),
+                  {"forbidden_instances": []}, breaker=True, refusal="http_403"),
         Condition("instance stopped (400 not running)", 14.0, {"stopped_instances": refused}, 8.0,
-                  {"stopped_instances": []}, breaker=True),
-        Condition("rate limited (429)", 30.0, {"calls_per_minute": 4}, 6.0, {"calls_per_minute": 0}, breaker=True),
+                  {"stopped_instances": []}, breaker=True, refusal="http_400_not_running"),
+        Condition("rate limited (429)", 30.0, {"calls_per_minute": 4}, 6.0, {"calls_per_minute": 0}, breaker=True,
+                  refusal="http_429"),
         Condition("hung operation", 40.0, {"hang_exports": 1}),
         Condition("vanishing operation", 44.0, {"vanish_exports": 1}),
         Condition("backup longer than the lease", 48.0, {}, lease_seconds * 1.5),
@@ -74,6 +76,7 @@ class Held:
     condition: Condition
     start: pendulum.DateTime
     end: pendulum.DateTime | None = None
+    refusals_before: int = 0  # the emulator's count of the condition's refusals when it was applied
 
 
 class Scenario:
@@ -128,7 +131,7 @@ class Scenario:
                 while not self._foreign(condition.seconds):
                     if self._stop.wait(1.0):
                         return
-            held = Held(condition, pendulum.now("UTC"))
+            held = Held(condition, pendulum.now("UTC"), refusals_before=self._refusals(condition))
             self.held.append(held)
             self._count(condition.kind)
             if condition.clear and condition.seconds is not None:
@@ -149,11 +152,21 @@ class Scenario:
             if left > 0 and self._stop.wait(left):
                 return True
             if target == next_end:
-                _, held = ends.pop(0)
+                due, held = ends.pop(0)
+                seconds = held.condition.seconds or 0.0
+                if self._refusals(held.condition) <= held.refusals_before and due < held.condition.at + 3 * seconds:
+                    ends.append((due + 1.0, held))  # not answered yet: hold on a little, so it is exercised
+                    continue
                 self._set(held.condition.clear)
                 held.end = pendulum.now("UTC")
                 continue
             return False
+
+    def _refusals(self, condition: Condition) -> int:
+        if condition.refusal is None:
+            return 0
+        faults = requests.get(f"{self._admin}/stats", timeout=10).json().get("faults", {})
+        return int(faults.get(condition.refusal, 0))
 
 
 def idle_allowance(

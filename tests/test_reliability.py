@@ -1,7 +1,8 @@
 """Reliability: the fault-injection suite (fast variant) on the local stack, plus the pieces it relies on.
 
 The full suite (48 hourly windows) is `python -m local.faults --full`; this runs the same code over 12
-windows: API 503s, failed operations, foreign operations, duplicate deliveries and SIGKILLed workers.
+windows: API 503s, failed operations, foreign operations, duplicate deliveries, SIGKILLed workers, and
+production's instance-level conditions (403, a stopped instance, 429, hung and vanishing exports, a long backup).
 """
 
 from __future__ import annotations
@@ -117,6 +118,10 @@ def test_fault_suite_loses_nothing_and_duplicates_nothing(clean_stack, tmp_path)
     assert report.injected["work message pushed again (same id)"] > 0
     kills = sum(n for kind, n in report.injected.items() if kind.startswith("worker killed"))
     assert kills >= 2, report.summary()
+    for kind in ("http_403", "http_400_not_running", "http_429", "operation_hang", "operation_vanish",
+                 "backup longer than the lease"):  # fmt: skip
+        assert report.injected[kind] >= 1, report.summary()
+    assert report.recoveries["instance paused by its breaker (refusals)"] >= 1, report.summary()
 
 
 def test_the_injector_stops_within_its_bound_even_with_deliveries_backing_off():
