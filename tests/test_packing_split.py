@@ -136,7 +136,7 @@ def test_pack_query_puts_each_window_behind_its_index() -> None:
     ],
 )
 def test_pack_windows_from_target_size_and_overhead(bytes_per_window: float | None, expected: int) -> None:
-    assert pack_windows(PackSettings(), bytes_per_window) == expected
+    assert pack_windows(PackSettings(max_windows=48), bytes_per_window) == expected
 
 
 def test_pack_windows_stops_once_the_overhead_is_amortised() -> None:
@@ -144,4 +144,4 @@ def test_pack_windows_stops_once_the_overhead_is_amortised() -> None:
     # with a 2 s overhead, 18 windows are enough.
     settings_ = PackSettings(op_overhead_seconds=2.0, target_bytes=10**12, max_windows=100)
     assert pack_windows(settings_, 20 * 1024 * 1024) == 18
-    assert pack_windows(PackSettings(max_windows=1), None) == 1
+    assert pack_windows(PackSettings(), None) == 1  # off unless configured

@@ -218,6 +218,46 @@ class FirestoreTasks:
             },
         )
 
+    def claim_pack(
+        self,
+        tasks: Sequence[Task],
+        *,
+        uris: Sequence[str],
+        generations: Sequence[int],
+        pack_uri: str,
+        now: pendulum.DateTime,
+    ) -> list[Task] | None:
+        """pending -> submitting for every window of a pack, in one batched write: each update carries its document's
+        update time as a precondition, and a batch commits atomically, so a window changed meanwhile claims none."""
+        ids = [t.id for t in tasks]
+        batch = self.client.batch()
+        changes = []
+        for task, uri, generation in zip(tasks, uris, generations, strict=True):
+            change = {
+                "state": "submitting",
+                "uri": uri,
+                "generation": generation,
+                "attempts": task.attempts + 1,
+                "operation": None,
+                "submitted_at": now,
+                "pack_uri": pack_uri,
+                "pack_ids": ids,
+            }
+            changes.append(change)
+            batch.update(
+                self._tasks.document(task.id),
+                {**change, "updated_at": firestore.SERVER_TIMESTAMP},
+                option=self.client.write_option(last_update_time=task.update_time),
+            )
+        try:
+            results = batch.commit()
+        except (gexc.FailedPrecondition, gexc.NotFound):
+            return None
+        return [
+            Task(**{**asdict(task), **change, "update_time": result.update_time})
+            for task, change, result in zip(tasks, changes, results, strict=True)
+        ]
+
     def mark_running(self, task: Task, operation: str) -> Task | None:
         return self._transition(task, {"state": "running", "operation": operation})
 

@@ -62,6 +62,19 @@ class StateStore(Protocol):
 
     # tasks: transitions
     def claim(self, task: Task, *, uri: str, generation: int, now: pendulum.DateTime) -> Task | None: ...
+    def claim_pack(
+        self,
+        tasks: Sequence[Task],
+        *,
+        uris: Sequence[str],
+        generations: Sequence[int],
+        pack_uri: str,
+        now: pendulum.DateTime,
+    ) -> list[Task] | None:
+        """Claim consecutive windows exported by one pack (shared/app/packs.py), all or none: each as `claim` does,
+        plus `pack_uri` and `pack_ids`; None if any of them changed since it was read."""
+        ...
+
     def mark_running(self, task: Task, operation: str) -> Task | None: ...
     def mark_done(self, task: Task, now: pendulum.DateTime) -> Task | None: ...
     def mark_retry(
@@ -123,6 +136,10 @@ class ObjectStore(Protocol):
     def stat(self, key: str) -> ObjectStat | None: ...
     def stream(self, key: str) -> Iterator[bytes]: ...
     def create_json(self, key: str, document: dict[str, Any]) -> bool: ...
+    def create_bytes(self, key: str, data: bytes, content_type: str) -> bool:
+        """Create an object, never replace one: False if the key exists already."""
+        ...
+
     def key_of(self, uri: str) -> str: ...
 
 

@@ -27,6 +27,8 @@ from shared.core.csvformat import Dialect, read_records
 INDEX_COLUMN = "cdc_pack_window"
 """The pack query's leading column: the position of the row's window in the pack (0, 1, ...)."""
 END_OF_DATA = "\\."
+NO_PACK_KEY = "pack"
+"""Set in a task's error by a pack that failed or could not be split: the window is exported on its own next."""
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,11 @@ class PackSettings:
 
     A pack covers enough windows for the operation's fixed overhead to be at most `overhead_share` of the export's
     time (estimated from the bytes of the table's last window at `export_bytes_per_second`), never more windows
-    than `max_windows` nor, by that estimate, more than `target_bytes`. `max_windows` 1 turns packing off.
+    than `max_windows` nor, by that estimate, more than `target_bytes`. `max_windows` 1 (the default) turns packing
+    off; 48 (two days of hourly windows) is a good start.
     """
 
-    max_windows: int = 48
+    max_windows: int = 1
     target_bytes: int = 256 * 1024 * 1024
     op_overhead_seconds: float = 30.0
     export_bytes_per_second: float = 20 * 1024 * 1024

@@ -93,7 +93,16 @@ class Task:
     done_at: pendulum.DateTime | None = None
     purpose: TaskPurpose = "export"
     run: str | None = None
+    pack_uri: str | None = None
+    """The pack object this window's rows are exported into (shared/app/packs.py); None: exported on its own."""
+    pack_ids: list[str] | None = None
+    """The ids of every task of that pack, in window order (this one included)."""
     update_time: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def export_uri(self) -> str | None:
+        """Where the task's export operation writes: its pack's object, or its own."""
+        return self.pack_uri or self.uri
 
     @property
     def id(self) -> str:
