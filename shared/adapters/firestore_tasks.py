@@ -224,7 +224,7 @@ class FirestoreTasks:
         *,
         uris: Sequence[str],
         generations: Sequence[int],
-        pack_uri: str,
+        pack_uri: str | None,
         now: pendulum.DateTime,
     ) -> list[Task] | None:
         """pending -> submitting for every window of a pack, in one batched write: each update carries its document's
@@ -241,7 +241,7 @@ class FirestoreTasks:
                 "operation": None,
                 "submitted_at": now,
                 "pack_uri": pack_uri,
-                "pack_ids": ids,
+                "pack_ids": ids if pack_uri else None,
             }
             changes.append(change)
             batch.update(

@@ -255,9 +255,16 @@ class Chain:
                     return self.submit(leader, pack.body)
                 prepared = self.prepare_next()
                 continue
-            claimed = self.state.claim(
-                prepared.task, uri=prepared.uri, generation=prepared.generation, now=self.clock.now()
-            )
+            if prepared.task.pack_uri:  # left by a pack that failed: claimed alone, the pack's fields cleared
+                alone = self.state.claim_pack(
+                    [prepared.task], uris=[prepared.uri], generations=[prepared.generation], pack_uri=None,
+                    now=self.clock.now(),
+                )  # fmt: skip
+                claimed = alone[0] if alone else None
+            else:
+                claimed = self.state.claim(
+                    prepared.task, uri=prepared.uri, generation=prepared.generation, now=self.clock.now()
+                )
             if claimed is not None:
                 return self.submit(claimed, prepared.body)
             prepared = self.prepare_next()

@@ -68,11 +68,12 @@ class StateStore(Protocol):
         *,
         uris: Sequence[str],
         generations: Sequence[int],
-        pack_uri: str,
+        pack_uri: str | None,
         now: pendulum.DateTime,
     ) -> list[Task] | None:
         """Claim consecutive windows exported by one pack (shared/app/packs.py), all or none: each as `claim` does,
-        plus `pack_uri` and `pack_ids`; None if any of them changed since it was read."""
+        plus `pack_uri` and `pack_ids`; None if any of them changed since it was read. `pack_uri` None claims the
+        tasks alone and clears what an earlier pack left on them."""
         ...
 
     def mark_running(self, task: Task, operation: str) -> Task | None: ...

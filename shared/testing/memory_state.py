@@ -142,7 +142,7 @@ class InMemoryState:
         *,
         uris: Sequence[str],
         generations: Sequence[int],
-        pack_uri: str,
+        pack_uri: str | None,
         now: pendulum.DateTime,
     ) -> list[Task] | None:
         ids = [t.id for t in tasks]
@@ -160,7 +160,7 @@ class InMemoryState:
                         operation=None,
                         submitted_at=now,
                         pack_uri=pack_uri,
-                        pack_ids=list(ids),
+                        pack_ids=list(ids) if pack_uri else None,
                     )
                 )
                 for task, uri, generation in zip(tasks, uris, generations, strict=True)
