@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bench import packing
 from local.demo_data import seed
 from shared.core.csvformat import decompressed
 from shared.core.templates import Templates, export_request_body
@@ -77,3 +78,10 @@ def test_a_packed_backfill_equals_one_export_per_window(
         assert entry["uri"] == task.uri
         rows += entry["rows"]
     assert rows == sum(seeded.values())
+
+
+def test_the_packing_benchmark_runs_small(stack: Any, stack_env: dict[str, str]) -> None:
+    """bench/packing.py's scenario, small (its full size is `python -m bench.packing`): the per-window objects of the
+    packed run are byte-identical to one export per window (it raises otherwise), with fewer operations."""
+    found = packing.run(stack, tables=3, windows=4)
+    assert found["pack_ops_single"] == 4 * (1 + 3) and found["pack_ops_packed"] == 4 + 3
