@@ -221,8 +221,10 @@ def test_a_crash_at_any_point_of_a_pack_is_finished_by_recovery(point: str, afte
     create = svc.objects.create_bytes
 
     def counting_create(key: str, data: bytes, content_type: str) -> bool:
-        writes.append(key)
-        return create(key, data, content_type)
+        created = create(key, data, content_type)
+        if created:
+            writes.append(key)
+        return created
 
     svc.objects.create_bytes = counting_create  # type: ignore[method-assign]
 

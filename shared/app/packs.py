@@ -245,11 +245,10 @@ def split_pack(chain: Chain, members: list[Task], dialect: Dialect) -> None:
 def _write_window(chain: Chain, task: Task, content: bytes, dialect: Dialect) -> None:
     objects = chain.services.objects
     key = objects.key_of(task.uri or "")
-    if not objects.exists(key):
-        data = gzip.compress(content, mtime=0) if dialect.gzip else content
-        content_type = "application/gzip" if dialect.gzip else "text/csv"  # as the export writes them
-        if objects.create_bytes(key, data, content_type):
-            return
+    data = gzip.compress(content, mtime=0) if dialect.gzip else content
+    content_type = "application/gzip" if dialect.gzip else "text/csv"  # as the export writes them
+    if objects.create_bytes(key, data, content_type):  # refused, never replaced, if the object exists
+        return
     # Written before (a split that crashed): it must hold exactly these rows.
     digest = hashlib.md5(content).hexdigest()
     existing = hashlib.md5()
