@@ -298,3 +298,26 @@ def test_pack_settings_are_validated_with_the_field_named(pack: dict[str, Any], 
     with pytest.raises(ConfigError) as caught:
         parse_config(config_doc(pack=pack))
     assert caught.value.path == path and caught.value.problem.startswith(problem)
+
+
+def test_a_split_that_outlives_its_lease_stops_and_the_next_holder_finishes_it() -> None:
+    svc = make(pack=48)
+    backfill(svc, 4)
+    stolen: dict[str, Any] = {}
+
+    def steal(reached: str) -> None:
+        if reached == "mid_split" and not stolen:
+            svc.clock.advance(120)  # the split stalled past the lease; another worker took it
+            stolen["lease"] = svc.state.acquire_lease(INSTANCE, "m-other/x", 60, svc.clock.now())
+
+    hooks.install(steal)
+    assert run_work(svc.work(INSTANCE, "m-slow"), svc, TEMPLATES) is None  # LeaseLost: it stops
+    hooks.install(None)
+    assert stolen["lease"].acquired
+    tasks = svc.state.all_tasks()
+    assert not [t for t in tasks if t.table and t.state == "done"]  # the old holder marked nothing done
+    svc.state.release_lease(INSTANCE, "m-other/x")
+    svc.bus.published.clear()
+    drained(svc)
+    assert {t.state for t in svc.state.all_tasks()} == {"done"}
+    assert window_objects(svc) == window_objects(drained(make_backfilled(4)))

@@ -8,9 +8,10 @@ only on its tasks (`pack_uri`, `pack_ids`, shared/core/tasks.py):
    and not live either (shared/core/packing.pack_windows says how many); each keeps its own uri and generation;
 2. export: one `instances.export` of `pack_query` into a pack object under `<root>/packs/` (a fresh name per
    attempt, since the API never overwrites); the first task carries the operation, the others stay `submitting`;
-3. split (`complete_pack`), once the operation is DONE: the pack object is streamed once and each window's rows are
+3. split (`finish_pack`), once the operation is DONE: the pack object is streamed once and each window's rows are
    written to the task's own uri with a create-only write (an object left by an earlier split attempt is compared,
-   never rewritten); only then are the windows marked done and finalized, in window order. A crash at any point
+   never rewritten), renewing the lease between windows; only then are the windows marked done and finalized, in
+   window order (a pack of at most `target_bytes` splits well within one invocation). A crash at any point
    leaves the tasks in flight: recovery polls the operation again (DONE) and the split runs again, writing only
    what is missing.
 A failed pack export retries its windows with the usual attempt rules, each marked (`error.pack`) to be exported on
@@ -239,6 +240,7 @@ def split_pack(chain: Chain, members: list[Task], dialect: Dialect) -> None:
             pending = next(rows, None)
         if index in todo:
             _write_window(chain, todo[index], b"".join(chunks), dialect)
+            chain.lease.heartbeat()  # fencing: a split that outlived the lease stops here (LeaseLost)
             reached("mid_split")
 
 
