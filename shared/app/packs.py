@@ -46,10 +46,6 @@ from shared.core.windows import ts_nodash
 if TYPE_CHECKING:
     from shared.app.chain import Chain
 
-FLUSH_BYTES = 1024 * 1024
-"""Bytes of rows collected before they are handed to the compressor / the window's buffer."""
-
-
 @dataclass
 class PreparedPack:
     """Consecutive windows of one table, ready to claim: each window's own request (its uri and generation) and the
@@ -58,10 +54,6 @@ class PreparedPack:
     members: list[Prepared]
     uri: str
     body: dict[str, object]
-
-    @property
-    def leader(self) -> Task:
-        return self.members[0].task
 
 
 def is_live(chain: Chain, task: Task) -> bool:
@@ -202,6 +194,7 @@ def finish_pack(chain: Chain, task: Task) -> None:
     except PackSplitError as exc:
         _unpack(chain, members, exc)
         return
+    logs.info("pack split into its windows", **members[0].log_fields(), pack_uri=task.pack_uri, windows=len(members))
     for member in members:
         done = chain.state.mark_done(member, chain.clock.now())
         reached("after_done")
