@@ -46,6 +46,7 @@ from shared.core.windows import ts_nodash
 if TYPE_CHECKING:
     from shared.app.chain import Chain
 
+
 @dataclass
 class PreparedPack:
     """Consecutive windows of one table, ready to claim: each window's own request (its uri and generation) and the
