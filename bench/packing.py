@@ -47,7 +47,7 @@ START = pendulum.datetime(2026, 2, 1, tz="UTC")
 TABLES = 20
 WINDOWS = 24
 ROWS_PER_WINDOW = 12
-OVERHEAD_SECONDS = 0.1
+OVERHEAD_SECONDS = 0.2
 """The emulator's fixed time per operation (op_overhead_seconds), on top of its own (~0.05 s PENDING, the COPY, the
 upload); a real Cloud SQL export takes tens of seconds even when empty, so the real ratios are larger."""
 TARGET_OPS_RATIO = 10.0
