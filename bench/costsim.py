@@ -305,25 +305,28 @@ class CountingState:
     def all_tasks(self, *, source: str | None = None) -> list[Task]:
         return self._query(self.inner.all_tasks(source=source))
 
-    # tasks: transitions (a write with an update-time precondition, no read)
-    def _write(self, result: Any) -> Any:
+    # tasks: transitions (a write with an update-time precondition; fenced by the lease holder: in a transaction
+    # that also reads the lease document)
+    def _write(self, result: Any, fenced: bool = False) -> Any:
         self._n("write", 1)
+        if fenced:
+            self._n("read", 1)
         return result
 
     def claim(self, task: Task, **kwargs: Any) -> Task | None:
-        return self._write(self.inner.claim(task, **kwargs))
+        return self._write(self.inner.claim(task, **kwargs), kwargs.get("fence") is not None)
 
-    def mark_running(self, task: Task, operation: str) -> Task | None:
-        return self._write(self.inner.mark_running(task, operation))
+    def mark_running(self, task: Task, operation: str, **kwargs: Any) -> Task | None:
+        return self._write(self.inner.mark_running(task, operation, **kwargs), kwargs.get("fence") is not None)
 
-    def mark_done(self, task: Task, now: pendulum.DateTime) -> Task | None:
-        return self._write(self.inner.mark_done(task, now))
+    def mark_done(self, task: Task, now: pendulum.DateTime, **kwargs: Any) -> Task | None:
+        return self._write(self.inner.mark_done(task, now, **kwargs), kwargs.get("fence") is not None)
 
     def mark_retry(self, task: Task, **kwargs: Any) -> Task | None:
-        return self._write(self.inner.mark_retry(task, **kwargs))
+        return self._write(self.inner.mark_retry(task, **kwargs), kwargs.get("fence") is not None)
 
-    def mark_failed(self, task: Task, error: dict[str, Any]) -> Task | None:
-        return self._write(self.inner.mark_failed(task, error))
+    def mark_failed(self, task: Task, error: dict[str, Any], **kwargs: Any) -> Task | None:
+        return self._write(self.inner.mark_failed(task, error, **kwargs), kwargs.get("fence") is not None)
 
     def mark_finalized(self, task: Task) -> None:
         return self._write(self.inner.mark_finalized(task))

@@ -214,7 +214,7 @@ class Chain:
             # A live window queued while we polled must not wait behind a prefetched backfill task.
             prepared = self.prepare_next()
         successor = self.start_next(prepared)
-        done = self.state.mark_done(task, self.clock.now())
+        done = self.state.mark_done(task, self.clock.now(), fence=self.lease.fence)
         hooks.reached("after_done")
         self.stats.done += 1
         logs.info("export done", **task.log_fields())
@@ -240,7 +240,11 @@ class Chain:
         """Claim and submit; returns the running task, or None if nothing could be started now."""
         while prepared is not None:
             claimed = self.state.claim(
-                prepared.task, uri=prepared.uri, generation=prepared.generation, now=self.clock.now()
+                prepared.task,
+                uri=prepared.uri,
+                generation=prepared.generation,
+                now=self.clock.now(),
+                fence=self.lease.fence,
             )
             if claimed is not None:
                 return self.submit(claimed, prepared.body)
@@ -293,7 +297,7 @@ class Chain:
             self.breaker.reset()
             self._breaker_open = False
         hooks.reached("after_submit")
-        running = self.state.mark_running(task, operation.name)
+        running = self.state.mark_running(task, operation.name, fence=self.lease.fence)
         self.stats.submitted += 1
         logs.info("export submitted", **{**task.log_fields(), "operation": operation.name, "attempt": task.attempts})
         return running
@@ -331,7 +335,9 @@ class Chain:
         generation = next_generation(task)
         not_before = self.clock.now().add(seconds=self.settings.retry_base_seconds * random.uniform(0.8, 1.2))
         error = {"code": VANISHED_CODE, "message": "the export's operation vanished", "operation": task.operation}
-        self.state.mark_retry(task, error=error, not_before=not_before, generation=generation, refund=True)
+        self.state.mark_retry(
+            task, error=error, not_before=not_before, generation=generation, refund=True, fence=self.lease.fence
+        )
         self.stats.retried += 1
         logs.warning(
             "export's operation vanished; retried on a new generation, no attempt spent",
@@ -342,7 +348,7 @@ class Chain:
     def _record_failure(self, task: Task, error: dict[str, Any], *, new_generation: bool = False) -> None:
         error = {**error, "operation": task.operation, "uri": task.uri, "attempt": task.attempts}
         if task.attempts >= self.settings.max_attempts:
-            self.state.mark_failed(task, error)
+            self.state.mark_failed(task, error, fence=self.lease.fence)
             self.stats.failed += 1
             logs.error(
                 "export failed for good; the watermark stops before this window", **task.log_fields(), error=error
@@ -353,7 +359,7 @@ class Chain:
         generation = next_generation(task) if left_an_object or new_generation else task.generation
         delay = min(self.settings.retry_max_seconds, self.settings.retry_base_seconds * 2 ** (task.attempts - 1))
         not_before = self.clock.now().add(seconds=delay * random.uniform(0.8, 1.2))
-        self.state.mark_retry(task, error=error, not_before=not_before, generation=generation)
+        self.state.mark_retry(task, error=error, not_before=not_before, generation=generation, fence=self.lease.fence)
         self.stats.retried += 1
         logs.warning("export failed; will retry", **task.log_fields(), error=error, not_before=not_before)
 
@@ -361,6 +367,6 @@ class Chain:
         error: dict[str, Any] = {"code": type(exc).__name__, "message": str(exc)}
         if isinstance(exc, TemplateError):
             error["template"] = exc.template
-        self.state.mark_failed(task, error)
+        self.state.mark_failed(task, error, fence=self.lease.fence)
         self.stats.failed += 1
         logs.error("task cannot run; marked failed", **task.log_fields(), error=error)

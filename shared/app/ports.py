@@ -18,7 +18,7 @@ from shared.core.tasks import CreateResult, Task, TaskState
 from shared.core.windows import Window
 
 if TYPE_CHECKING:
-    from shared.app.lease import Lease
+    from shared.app.lease import Fence, Lease
 
 
 class Clock(Protocol):
@@ -45,8 +45,10 @@ class StateStore(Protocol):
     """The task queue, watermarks, planning cursors, leases and manifests (Firestore in production).
 
     Task transitions are conditional on the task's `update_time` (the store's version of the document): they
-    return the updated task, or None when somebody else changed it since it was read. `mark_retry(refund=True)`
-    gives back the attempt the claim counted (the export's outcome was lost, not refused).
+    return the updated task, or None when somebody else changed it since it was read. With a `fence` (the lease
+    holder's, shared/app/lease.py) they are also conditional on the instance's lease, in the same atomic step: a
+    holder whose lease was taken raises LeaseLost and changes nothing. `mark_retry(refund=True)` gives back the
+    attempt the claim counted (the export's outcome was lost, not refused).
     """
 
     # tasks: planning and reading
@@ -61,9 +63,11 @@ class StateStore(Protocol):
     def all_tasks(self, *, source: str | None = None) -> list[Task]: ...
 
     # tasks: transitions
-    def claim(self, task: Task, *, uri: str, generation: int, now: pendulum.DateTime) -> Task | None: ...
-    def mark_running(self, task: Task, operation: str) -> Task | None: ...
-    def mark_done(self, task: Task, now: pendulum.DateTime) -> Task | None: ...
+    def claim(
+        self, task: Task, *, uri: str, generation: int, now: pendulum.DateTime, fence: Fence | None = None
+    ) -> Task | None: ...
+    def mark_running(self, task: Task, operation: str, *, fence: Fence | None = None) -> Task | None: ...
+    def mark_done(self, task: Task, now: pendulum.DateTime, *, fence: Fence | None = None) -> Task | None: ...
     def mark_retry(
         self,
         task: Task,
@@ -72,8 +76,9 @@ class StateStore(Protocol):
         not_before: pendulum.DateTime,
         generation: int,
         refund: bool = False,
+        fence: Fence | None = None,
     ) -> Task | None: ...
-    def mark_failed(self, task: Task, error: dict[str, Any]) -> Task | None: ...
+    def mark_failed(self, task: Task, error: dict[str, Any], *, fence: Fence | None = None) -> Task | None: ...
     def mark_finalized(self, task: Task) -> None: ...
     def requeue_failed(self, ids: Iterable[str] | None = None) -> list[str]: ...
 

@@ -49,14 +49,19 @@ def _resume(chain: Chain, task: Task, *, busy: bool) -> Task | None:
         return task
     adopted = chain.find_operation(task.uri, must_know=True)
     if adopted is not None:
-        return chain.state.mark_running(task, adopted.name)
+        return chain.state.mark_running(task, adopted.name, fence=chain.lease.fence)
     objects = chain.services.objects
     if task.uri and objects.exists(objects.key_of(task.uri)):
         chain.retry_vanished(task)
         return None
     if busy:  # never sent, and another export runs: back to the queue, its attempt given back
         chain.state.mark_retry(
-            task, error=task.error, not_before=chain.clock.now(), generation=task.generation, refund=True
+            task,
+            error=task.error,
+            not_before=chain.clock.now(),
+            generation=task.generation,
+            refund=True,
+            fence=chain.lease.fence,
         )
         logs.info("claimed task never sent; back in the queue behind the running export", **task.log_fields())
         return None

@@ -16,7 +16,8 @@ from typing import Any
 
 import pendulum
 
-from shared.app.lease import HANDOVER_HOLDER, Lease, decide_acquire
+from shared.app.lease import HANDOVER_HOLDER, Fence, Lease, decide_acquire, decide_renew
+from shared.core.errors import LeaseLost
 from shared.core.tasks import (
     FINISHED_STATES,
     OPEN_STATES,
@@ -118,16 +119,21 @@ class InMemoryState:
 
     # ---- tasks: transitions -----------------------------------------------------------------------
 
-    def _transition(self, task: Task, **changes: Any) -> Task | None:
+    def _transition(self, task: Task, fence: Fence | None, **changes: Any) -> Task | None:
         with self._lock:
+            if fence is not None and not fence.admits(self.leases.get(fence.instance)):
+                raise LeaseLost(fence.instance, fence.holder)
             current = self.tasks.get(task.id)
             if current is None or current.update_time != task.update_time:
                 return None
             return self._store(replace(current, **changes))
 
-    def claim(self, task: Task, *, uri: str, generation: int, now: pendulum.DateTime) -> Task | None:
+    def claim(
+        self, task: Task, *, uri: str, generation: int, now: pendulum.DateTime, fence: Fence | None = None
+    ) -> Task | None:
         return self._transition(
             task,
+            fence,
             state="submitting",
             uri=uri,
             generation=generation,
@@ -136,11 +142,11 @@ class InMemoryState:
             submitted_at=now,
         )
 
-    def mark_running(self, task: Task, operation: str) -> Task | None:
-        return self._transition(task, state="running", operation=operation)
+    def mark_running(self, task: Task, operation: str, *, fence: Fence | None = None) -> Task | None:
+        return self._transition(task, fence, state="running", operation=operation)
 
-    def mark_done(self, task: Task, now: pendulum.DateTime) -> Task | None:
-        return self._transition(task, state="done", done_at=now, finalized=False, error=None)
+    def mark_done(self, task: Task, now: pendulum.DateTime, *, fence: Fence | None = None) -> Task | None:
+        return self._transition(task, fence, state="done", done_at=now, finalized=False, error=None)
 
     def mark_retry(
         self,
@@ -150,10 +156,12 @@ class InMemoryState:
         not_before: pendulum.DateTime,
         generation: int,
         refund: bool = False,
+        fence: Fence | None = None,
     ) -> Task | None:
         attempts = max(0, task.attempts - 1) if refund else task.attempts
         return self._transition(
             task,
+            fence,
             state="pending",
             error=error,
             not_before=not_before,
@@ -162,8 +170,8 @@ class InMemoryState:
             attempts=attempts,
         )
 
-    def mark_failed(self, task: Task, error: dict[str, Any]) -> Task | None:
-        return self._transition(task, state="failed", error=error)
+    def mark_failed(self, task: Task, error: dict[str, Any], *, fence: Fence | None = None) -> Task | None:
+        return self._transition(task, fence, state="failed", error=error)
 
     def mark_finalized(self, task: Task) -> None:
         with self._lock:
@@ -177,7 +185,7 @@ class InMemoryState:
             if task.state != "failed":
                 continue
             changes = {"state": "pending", "attempts": 0, "not_before": None, "generation": next_generation(task)}
-            if self._transition(task, **changes) is not None:
+            if self._transition(task, None, **changes) is not None:
                 requeued.append(task.id)
         return requeued
 
@@ -237,7 +245,11 @@ class InMemoryState:
             return lease
 
     def renew_lease(self, instance: str, holder: str, ttl: float, now: pendulum.DateTime) -> bool:
-        return self.acquire_lease(instance, holder, ttl, now).acquired
+        with self._lock:
+            lease = decide_renew(self.leases.get(instance), holder, ttl, now)
+            if lease is not None:
+                self.leases[instance] = replace(lease, acquired=False)
+            return lease is not None
 
     def release_lease(self, instance: str, holder: str) -> None:
         with self._lock:
