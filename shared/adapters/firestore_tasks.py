@@ -172,6 +172,11 @@ class FirestoreTasks:
         query = self._query(instance=instance, state="pending").order_by("order_key").limit(limit)
         return [task_from_snapshot(s) for s in query.stream()]
 
+    def pending_from(self, instance: str, low: pendulum.DateTime) -> list[Task]:
+        """The instance's pending tasks whose window starts at or after `low` (its live windows, wherever queued)."""
+        query = self._query(instance=instance, state="pending").where(filter=FieldFilter("low", ">=", low))
+        return [task_from_snapshot(s) for s in query.stream()]
+
     def tasks_in_state(self, state: TaskState, *, instance: str | None = None) -> list[Task]:
         query = self._query(state=state) if instance is None else self._query(instance=instance, state=state)
         return [task_from_snapshot(s) for s in query.stream()]

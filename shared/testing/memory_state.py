@@ -102,6 +102,9 @@ class InMemoryState:
     def next_pending(self, instance: str, limit: int = 20) -> list[Task]:
         return sorted(self._select(instance=instance, state="pending"), key=lambda t: t.order_key)[:limit]
 
+    def pending_from(self, instance: str, low: pendulum.DateTime) -> list[Task]:
+        return [t for t in self._select(instance=instance, state="pending") if t.low >= low]
+
     def tasks_in_state(self, state: TaskState, *, instance: str | None = None) -> list[Task]:
         return self._select(state=state) if instance is None else self._select(instance=instance, state=state)
 
