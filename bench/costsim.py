@@ -284,8 +284,11 @@ class CountingState:
         self._n("read", 1)
         return self.inner.get_task(tid)
 
-    def next_pending(self, instance: str, limit: int = 20) -> list[Task]:
+    def next_pending(self, instance: str, limit: int = 10) -> list[Task]:
         return self._query(self.inner.next_pending(instance, limit))
+
+    def pending_from(self, instance: str, low: pendulum.DateTime, limit: int = 10) -> list[Task]:
+        return self._query(self.inner.pending_from(instance, low, limit))
 
     def tasks_in_state(self, state: Any, *, instance: str | None = None) -> list[Task]:
         return self._query(self.inner.tasks_in_state(state, instance=instance))
@@ -309,29 +312,32 @@ class CountingState:
     def all_tasks(self, *, source: str | None = None) -> list[Task]:
         return self._query(self.inner.all_tasks(source=source))
 
-    # tasks: transitions (a write with an update-time precondition, no read)
-    def _write(self, result: Any) -> Any:
+    # tasks: transitions (a write with an update-time precondition; fenced by the lease holder: in a transaction
+    # that also reads the lease document)
+    def _write(self, result: Any, fenced: bool = False) -> Any:
         self._n("write", 1)
+        if fenced:
+            self._n("read", 1)
         return result
 
     def claim(self, task: Task, **kwargs: Any) -> Task | None:
-        return self._write(self.inner.claim(task, **kwargs))
+        return self._write(self.inner.claim(task, **kwargs), kwargs.get("fence") is not None)
 
     def claim_pack(self, tasks: Sequence[Task], **kwargs: Any) -> list[Task] | None:
         self._n("write", len(tasks))
         return self.inner.claim_pack(tasks, **kwargs)
 
-    def mark_running(self, task: Task, operation: str) -> Task | None:
-        return self._write(self.inner.mark_running(task, operation))
+    def mark_running(self, task: Task, operation: str, **kwargs: Any) -> Task | None:
+        return self._write(self.inner.mark_running(task, operation, **kwargs), kwargs.get("fence") is not None)
 
-    def mark_done(self, task: Task, now: pendulum.DateTime) -> Task | None:
-        return self._write(self.inner.mark_done(task, now))
+    def mark_done(self, task: Task, now: pendulum.DateTime, **kwargs: Any) -> Task | None:
+        return self._write(self.inner.mark_done(task, now, **kwargs), kwargs.get("fence") is not None)
 
     def mark_retry(self, task: Task, **kwargs: Any) -> Task | None:
-        return self._write(self.inner.mark_retry(task, **kwargs))
+        return self._write(self.inner.mark_retry(task, **kwargs), kwargs.get("fence") is not None)
 
-    def mark_failed(self, task: Task, error: dict[str, Any]) -> Task | None:
-        return self._write(self.inner.mark_failed(task, error))
+    def mark_failed(self, task: Task, error: dict[str, Any], **kwargs: Any) -> Task | None:
+        return self._write(self.inner.mark_failed(task, error, **kwargs), kwargs.get("fence") is not None)
 
     def mark_finalized(self, task: Task) -> None:
         return self._write(self.inner.mark_finalized(task))

@@ -22,7 +22,7 @@ from tests.test_chain import INSTANCE, T0, config_doc, content
 HOUR_SECONDS = 3600
 
 
-@pytest.mark.parametrize("condition", ["not running", "permission", "quota"])
+@pytest.mark.parametrize("condition", ["not running", "not ready", "permission", "quota"])
 def test_an_unavailable_instance_pauses_and_resumes_without_failing_or_spending_attempts(
     condition: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -18,7 +18,12 @@ DATABASE = "breakershop"
 
 
 @pytest.mark.parametrize(
-    ("knob", "condition"), [("stopped_instances", "not running"), ("forbidden_instances", "permission")]
+    ("knob", "condition"),
+    [
+        ("stopped_instances", "not running"),
+        ("maintenance_instances", "not ready"),
+        ("forbidden_instances", "permission"),
+    ],
 )
 def test_the_chain_pauses_the_instance_and_resumes_when_it_is_back(
     stack: Any, stack_env: dict[str, str], tmp_path: Path, knob: str, condition: str

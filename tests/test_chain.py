@@ -199,8 +199,8 @@ def test_lease_keeper_raises_lease_lost_with_its_context() -> None:
 
     svc = services()
     policy = LeasePolicy(60)
-    svc.state.acquire_lease(INSTANCE, "me/1", 60, svc.clock.now())
-    keeper = LeaseKeeper(svc.state, svc.clock, INSTANCE, "me/1", policy)
+    lease = svc.state.acquire_lease(INSTANCE, "me/1", 60, svc.clock.now())
+    keeper = LeaseKeeper(svc.state, svc.clock, INSTANCE, "me/1", policy, lease.epoch)
     svc.clock.advance(61)
     svc.state.acquire_lease(INSTANCE, "other/2", 60, svc.clock.now())
     with pytest.raises(LeaseLost) as e:

@@ -96,3 +96,27 @@ def test_a_renewal_that_returns_late_counts_from_when_it_was_asked() -> None:
     svc.state.renew_lease = stalling_renew  # type: ignore[method-assign]
     assert run_work(svc.work(INSTANCE), svc, Templates()) is None  # stopped by LeaseLost
     assert taken and {t.id: (t.state, t.operation, t.attempts) for t in svc.state.all_tasks()} == taken[0]
+
+
+def test_a_holder_whose_claim_stalled_past_its_lease_claims_nothing() -> None:
+    """Lease epoch (before: fencing only after Admin API calls). A holder whose Firestore write stalled (the client
+    retries for up to minutes) past its lease claimed the next task once it got through, although another worker
+    held the lease by then: an attempt spent and an export submitted under the new holder's feet. Every transition
+    is now conditional on the holder's lease epoch, in the same atomic step."""
+    svc = FakeServices(parse_config(config_doc()), start=T0.add(hours=1, minutes=10), content=content)
+    plan_tick(Tick("t", svc.clock.now(), svc.clock.now()), svc)
+    svc.bus.published.clear()
+    real_claim = svc.state.claim
+    taken: list[dict[str, Any]] = []
+
+    def stalling_claim(task: Any, **kwargs: Any) -> Any:
+        if not taken and svc.sqladmin.exported:  # the second claim stalls past the lease, and the lease is taken
+            svc.clock.advance(120)
+            assert svc.state.acquire_lease(INSTANCE, "other/1", 60, svc.clock.now()).acquired
+            taken.append({t.id: (t.state, t.attempts, t.operation) for t in svc.state.all_tasks()})
+        return real_claim(task, **kwargs)
+
+    svc.state.claim = stalling_claim  # type: ignore[method-assign]
+    assert run_work(svc.work(INSTANCE), svc, Templates()) is None  # stopped by LeaseLost
+    assert taken and {t.id: (t.state, t.attempts, t.operation) for t in svc.state.all_tasks()} == taken[0]
+    assert len(svc.sqladmin.exported) == 1  # only the export made while the lease was its own

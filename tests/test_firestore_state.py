@@ -9,6 +9,8 @@ import pytest
 from google.cloud import firestore
 
 from shared.adapters.firestore_state import StateStore
+from shared.app.lease import Fence
+from shared.core.errors import LeaseLost
 from shared.core.tasks import Task
 
 pytestmark = pytest.mark.stack
@@ -45,3 +47,27 @@ def test_ranks_follow_the_latest_request_live_before_backfill(clean_stack: Any) 
     state.create_tasks([backfill], force_token="bf-2")  # forced by a backfill: behind live work
     forced = state._tasks.document(live.id).get()
     assert (forced.get("priority"), forced.get("state"), forced.get("order_key")[:2]) == (1, "pending", "1|")
+
+
+def test_a_holder_whose_lease_was_taken_changes_no_task(clean_stack: Any) -> None:
+    """Lease epoch: every transition is conditional on the lease, in the same transaction. Defect (before): a holder
+    back from a call that hung past its lease claimed and recorded tasks the new holder was working on."""
+    client = firestore.Client(project="cdc-local")
+    state = StateStore(client, "fence_")
+    instance = "cdc-local:shop-pg"
+    old = state.acquire_lease(instance, "m1/a", 60, LOW)
+    state.create_tasks([Task("shop", instance, "shop", "orders", LOW, LOW.add(hours=1))])
+    task = state.next_pending(instance)[0]
+    new = state.acquire_lease(instance, "m2/b", 60, LOW.add(seconds=61))  # the old lease expired and was taken
+    assert new.acquired and new.epoch > old.epoch
+    with pytest.raises(LeaseLost):
+        state.claim(task, uri="gs://b/o.csv", generation=1, now=LOW, fence=Fence(instance, "m1/a", old.epoch))
+    assert state.get_task(task.id) == task  # unchanged
+    assert not state.renew_lease(instance, "m1/a", 60, LOW.add(seconds=62))
+    claimed = state.claim(task, uri="gs://b/o.csv", generation=1, now=LOW, fence=Fence(instance, "m2/b", new.epoch))
+    assert claimed is not None and state.get_task(task.id) == claimed  # the write's update time is returned
+    running = state.mark_running(claimed, "op-1", fence=Fence(instance, "m2/b", new.epoch))
+    assert running is not None and running.operation == "op-1"
+    assert state.mark_done(claimed, LOW, fence=Fence(instance, "m2/b", new.epoch)) is None  # stale version: refused
+    state.release_lease(instance, "m2/b")
+    assert not state.renew_lease(instance, "m2/b", 60, LOW.add(seconds=63))  # a released lease is not re-created

@@ -11,10 +11,12 @@ import pytest
 
 from shared.app.lease import (
     HANDOVER_HOLDER,
+    Fence,
     Lease,
     LeaseKeeper,
     LeasePolicy,
     decide_acquire,
+    decide_renew,
     new_holder,
     started_by,
     take_lease,
@@ -41,30 +43,50 @@ def logged(capsys: pytest.CaptureFixture[str], message: str) -> list[dict[str, A
 # --- decide_acquire -------------------------------------------------------------------------------------------
 
 
-def test_a_free_lease_is_taken_with_its_expiry_and_heartbeat() -> None:
-    assert decide_acquire(None, "m1/a", 60, T0) == Lease(True, "m1/a", T0.add(seconds=60), T0, 0, None)
+MS0 = int(T0.timestamp() * 1000)
+
+
+def test_a_free_lease_is_taken_with_its_expiry_heartbeat_and_an_epoch_from_the_clock() -> None:
+    assert decide_acquire(None, "m1/a", 60, T0) == Lease(True, "m1/a", T0.add(seconds=60), T0, 0, None, MS0)
 
 
 def test_a_live_lease_is_refused_and_reported_as_it_is() -> None:
     current = Lease(True, "m1/a", T0.add(seconds=30), T0.subtract(seconds=30), 2, "m0/z")
+    current = Lease(True, "m1/a", T0.add(seconds=30), T0.subtract(seconds=30), 2, "m0/z", 7)
     refused = decide_acquire(current, "m2/b", 60, T0)
-    assert refused == Lease(False, "m1/a", T0.add(seconds=30), T0.subtract(seconds=30), 2, None)
+    assert refused == Lease(False, "m1/a", T0.add(seconds=30), T0.subtract(seconds=30), 2, None, 7)
     assert refused.acquired is False and refused.takeovers == 2
 
 
 def test_an_expired_lease_of_another_holder_is_taken_over_and_counted() -> None:
-    current = Lease(True, "m1/a", T0, T0.subtract(seconds=60), 2)
-    assert decide_acquire(current, "m2/b", 60, T0) == Lease(True, "m2/b", T0.add(seconds=60), T0, 3, "m1/a")
+    current = Lease(True, "m1/a", T0, T0.subtract(seconds=60), 2, None, MS0 + 5)
+    taken = Lease(True, "m2/b", T0.add(seconds=60), T0, 3, "m1/a", MS0 + 6)  # the epoch grows past the old one
+    assert decide_acquire(current, "m2/b", 60, T0) == taken
 
 
 def test_our_own_lease_is_renewed_without_a_takeover() -> None:
-    current = Lease(True, "m1/a", T0.add(seconds=10), T0.subtract(seconds=50), 2)
-    assert decide_acquire(current, "m1/a", 60, T0) == Lease(True, "m1/a", T0.add(seconds=60), T0, 0, None)
+    current = Lease(True, "m1/a", T0.add(seconds=10), T0.subtract(seconds=50), 2, None, 41)
+    assert decide_acquire(current, "m1/a", 60, T0) == Lease(True, "m1/a", T0.add(seconds=60), T0, 0, None, 41)
 
 
 def test_a_handed_over_lease_is_taken_at_once_keeping_the_count() -> None:
-    current = Lease(True, HANDOVER_HOLDER, T0, T0.subtract(seconds=5), 2)  # hand_over expires it at once
-    assert decide_acquire(current, "m2/b", 60, T0) == Lease(True, "m2/b", T0.add(seconds=60), T0, 2, None)
+    current = Lease(True, HANDOVER_HOLDER, T0, T0.subtract(seconds=5), 2, None, 41)  # hand_over expires it at once
+    assert decide_acquire(current, "m2/b", 60, T0) == Lease(True, "m2/b", T0.add(seconds=60), T0, 2, None, MS0)
+
+
+def test_a_renewal_keeps_the_epoch_and_never_takes_a_lease_that_is_not_ours() -> None:
+    ours = Lease(False, "m1/a", T0.subtract(seconds=1), T0.subtract(seconds=61), 2, None, 41)  # expired, not taken
+    assert decide_renew(ours, "m1/a", 60, T0) == Lease(True, "m1/a", T0.add(seconds=60), T0, 0, None, 41)
+    assert decide_renew(ours, "m2/b", 60, T0) is None
+    assert decide_renew(None, "m1/a", 60, T0) is None  # released or never taken: not re-created by a renewal
+
+
+def test_a_fence_admits_only_its_holder_at_its_epoch() -> None:
+    fence = Fence(INSTANCE, "m1/a", 41)
+    assert fence.admits(Lease(False, "m1/a", T0, T0, 0, None, 41))
+    assert not fence.admits(Lease(False, "m1/a", T0, T0, 0, None, 42))
+    assert not fence.admits(Lease(False, "m2/b", T0, T0, 0, None, 41))
+    assert not fence.admits(None)
 
 
 def test_lease_liveness_is_strictly_before_its_expiry() -> None:
@@ -240,8 +262,8 @@ def keeper(start: float = 1000.0) -> tuple[LeaseKeeper, CountingState, FakeClock
     state, clock = CountingState(), FakeClock(T0)
     clock.advance(start)  # a monotonic clock far from zero
     state.clock = clock
-    state.acquire_lease(INSTANCE, "m1/a", POLICY.ttl, clock.now())
-    return LeaseKeeper(state, clock, INSTANCE, "m1/a", POLICY), state, clock
+    lease = state.acquire_lease(INSTANCE, "m1/a", POLICY.ttl, clock.now())
+    return LeaseKeeper(state, clock, INSTANCE, "m1/a", POLICY, lease.epoch), state, clock
 
 
 def test_heartbeat_renews_only_once_renew_after_has_passed() -> None:

@@ -61,3 +61,13 @@ def test_a_stopped_instance_is_instance_level_and_other_400s_are_the_requests_fa
         type(_classify(http_error(400, "invalid", "Invalid request: exportContext.uri is malformed.")))
         is ExportRejected
     )
+
+
+def test_an_instance_restarting_or_under_maintenance_is_instance_level_not_busy() -> None:
+    """The real answer (reported publicly): 409, reason "invalidState". Before: every 409 was "busy", backed off in
+    seconds without a breaker, so a maintenance of minutes never showed in `cdc status` nor alerted."""
+    message = "The instance or operation is not in an appropriate state to handle the request."
+    not_ready = _classify(http_error(409, "invalidState", message))
+    assert isinstance(not_ready, InstanceUnavailable) and not_ready.condition == "not ready" and not_ready.status == 409
+    busy = "Operation failed because another operation was already in progress."
+    assert isinstance(_classify(http_error(409, "operationInProgress", busy)), InstanceBusy)

@@ -70,6 +70,15 @@ def not_running() -> ApiError:
     return ApiError(400, "invalid", "Invalid request: Invalid request since instance is not running.")
 
 
+def not_ready() -> ApiError:
+    """Restarting, under maintenance, being updated. Confirmed in public reports of the real answer (googleapi
+    "Error 409: The instance or operation is not in an appropriate state to handle the request., invalidState":
+    hashicorp/terraform#4557, GoogleCloudPlatform/k8s-config-connector#124, django-cloud-deploy#237)."""
+    return ApiError(
+        409, "invalidState", "The instance or operation is not in an appropriate state to handle the request."
+    )
+
+
 def not_authorized() -> ApiError:
     return ApiError(403, "notAuthorized", "The client is not authorized to make this request.")
 

@@ -28,6 +28,7 @@ class FaultSettings:
     seed: int | None = None  # seeds the random draws, for reproducible fault sequences
     stopped_instances: tuple[str, ...] = ()  # exports to these instances answer 400 "instance is not running"
     forbidden_instances: tuple[str, ...] = ()  # calls about these instances answer 403 notAuthorized (IAM)
+    maintenance_instances: tuple[str, ...] = ()  # exports to these answer 409 invalidState (restart, maintenance)
     calls_per_minute: int = 0  # more API calls than this in any 60 s answer 429 rateLimitExceeded (0: no limit)
     hang_exports: int = 0  # the next N exports stay RUNNING until cancelled (an operation that never finishes)
     vanish_exports: int = 0  # the next N exports write their object, then their operation is forgotten (404)
@@ -55,7 +56,7 @@ class FaultSettings:
         seed = changes.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise invalid(f"seed must be an integer, got {seed!r}")
-        for key in ("stopped_instances", "forbidden_instances"):
+        for key in ("stopped_instances", "forbidden_instances", "maintenance_instances"):
             if key in changes:
                 names = changes[key]
                 if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
@@ -114,7 +115,8 @@ class Faults:
             return fire
 
     def refuse(self, instance: str | None, exporting: bool) -> str | None:
-        """Which production refusal this call gets, if any (`rate_limited`, `forbidden`, `stopped`); counted."""
+        """Which production refusal this call gets, if any (`rate_limited`, `forbidden`, `stopped`, `maintenance`);
+        counted."""
         with self._lock:
             settings, now = self._settings, time.monotonic()
             if settings.calls_per_minute:
@@ -129,6 +131,9 @@ class Faults:
             if exporting and instance in settings.stopped_instances:
                 self._counts["http_400_not_running"] += 1
                 return "stopped"
+            if exporting and instance in settings.maintenance_instances:
+                self._counts["http_409_invalid_state"] += 1
+                return "maintenance"
             return None
 
     def draw_lost(self) -> str | None:

@@ -23,6 +23,7 @@ _REFUSALS = {
     "rate_limited": api_errors.rate_limited,
     "forbidden": api_errors.not_authorized,
     "stopped": api_errors.not_running,
+    "maintenance": api_errors.not_ready,
 }
 _API_PATH = re.compile(r"^/(v1|sql/v1beta4)/projects/([^/]+)/(.*)$")
 _EXPORT = re.compile(r"^instances/([^/]+)/export$")

@@ -9,7 +9,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from shared.adapters.firestore_tasks import utc
-from shared.app.lease import HANDOVER_HOLDER, Lease, decide_acquire
+from shared.app.lease import HANDOVER_HOLDER, Fence, Lease, decide_acquire, decide_renew
+from shared.core.errors import LeaseLost
 
 
 def is_contention(exc: BaseException) -> bool:
@@ -20,7 +21,18 @@ def is_contention(exc: BaseException) -> bool:
 
 def _lease_of(snap: Any) -> Lease:
     doc = snap.to_dict()
-    return Lease(False, doc["holder"], utc(doc["expires"]), utc(doc["heartbeat"]), int(doc.get("takeovers") or 0))
+    takeovers, epoch = int(doc.get("takeovers") or 0), int(doc.get("epoch") or 0)
+    return Lease(False, doc["holder"], utc(doc["expires"]), utc(doc["heartbeat"]), takeovers, None, epoch)
+
+
+def _lease_doc(lease: Lease) -> dict[str, Any]:
+    return {
+        "holder": lease.holder,
+        "expires": lease.expires,
+        "heartbeat": lease.heartbeat,
+        "takeovers": lease.takeovers,
+        "epoch": lease.epoch,
+    }
 
 
 class FirestoreLeases:
@@ -50,8 +62,7 @@ class FirestoreLeases:
             snap = ref.get(transaction=transaction)
             lease = decide_acquire(_lease_of(snap) if snap.exists else None, holder, ttl, now)
             if lease.acquired:
-                doc = {"holder": holder, "expires": lease.expires, "heartbeat": now, "takeovers": lease.takeovers}
-                transaction.set(ref, doc)
+                transaction.set(ref, _lease_doc(lease))
             return lease
 
         try:
@@ -65,8 +76,30 @@ class FirestoreLeases:
 
     def renew_lease(self, instance: str, holder: str, ttl: float, now: pendulum.DateTime) -> bool:
         """Extend our lease; False if it is no longer ours (we must stop)."""
-        lease = self.acquire_lease(instance, holder, ttl, now)
-        return lease.acquired
+        ref = self._leases.document(instance)
+
+        @firestore.transactional
+        def renew(transaction: Any) -> bool:
+            snap = ref.get(transaction=transaction)
+            lease = decide_renew(_lease_of(snap) if snap.exists else None, holder, ttl, now)
+            if lease is not None:
+                transaction.update(ref, {"expires": lease.expires, "heartbeat": lease.heartbeat, "takeovers": 0})
+            return lease is not None
+
+        try:
+            return renew(self.client.transaction())
+        except Exception as exc:
+            if not is_contention(exc):
+                raise
+            current = self.get_lease(instance)
+            return current is not None and current.holder == holder and current.live(now)
+
+    def check_fence(self, transaction: Any, fence: Fence) -> None:
+        """Inside a transaction: raise LeaseLost unless the instance's lease is still the fence's (holder, epoch).
+        The read makes the transaction fail if the lease changes before it commits."""
+        snap = self._leases.document(fence.instance).get(transaction=transaction)
+        if not fence.admits(_lease_of(snap) if snap.exists else None):
+            raise LeaseLost(fence.instance, fence.holder)
 
     def release_lease(self, instance: str, holder: str) -> None:
         ref = self._leases.document(instance)

@@ -5,7 +5,7 @@ forced backfill, makes the write fail instead of being lost)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -15,6 +15,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.base_query import FieldFilter
 
+from shared.app.lease import Fence
 from shared.core.tasks import (
     FINISHED_STATES,
     OPEN_STATES,
@@ -65,6 +66,8 @@ class FirestoreTasks:
 
     client: firestore.Client
     _tasks: Any
+    check_fence: Callable[[Any, Fence], None]
+    """From FirestoreLeases: the fence's check inside a transaction."""
 
     def create_tasks(self, tasks: Sequence[Task], *, force_token: str | None = None) -> CreateResult:
         """Create the tasks that do not exist yet; with `force_token`, re-queue finished ones once.
@@ -164,9 +167,16 @@ class FirestoreTasks:
             query = query.where(filter=FieldFilter(name, "==", value))
         return query
 
-    def next_pending(self, instance: str, limit: int = 20) -> list[Task]:
+    def next_pending(self, instance: str, limit: int = 10) -> list[Task]:
         """The instance's pending tasks in queue order (callers check `not_before`)."""
         query = self._query(instance=instance, state="pending").order_by("order_key").limit(limit)
+        return [task_from_snapshot(s) for s in query.stream()]
+
+    def pending_from(self, instance: str, low: pendulum.DateTime, limit: int = 10) -> list[Task]:
+        """The instance's first pending tasks whose window starts at or after `low` (its live windows, wherever
+        queued), oldest window first then queue order; bounded, since every document read is billed."""
+        query = self._query(instance=instance, state="pending").where(filter=FieldFilter("low", ">=", low))
+        query = query.order_by("low").order_by("order_key").limit(limit)
         return [task_from_snapshot(s) for s in query.stream()]
 
     def tasks_in_state(self, state: TaskState, *, instance: str | None = None) -> list[Task]:
@@ -190,21 +200,38 @@ class FirestoreTasks:
         query = self._tasks if source is None else self._query(source=source)
         return [task_from_snapshot(s) for s in query.stream()]
 
-    def _transition(self, task: Task, changes: dict[str, Any]) -> Task | None:
-        """Apply `changes` if nobody else changed the task since it was read; None if somebody did."""
+    def _transition(self, task: Task, changes: dict[str, Any], fence: Fence | None = None) -> Task | None:
+        """Apply `changes` if nobody else changed the task since it was read; None if somebody did.
+
+        With a fence, in one transaction with a read of the instance's lease: LeaseLost if it is not the fence's
+        any more (one more read and round trip per transition, the price of a holder that can change nothing
+        once its lease was taken, however long its calls hung).
+        """
         ref = self._tasks.document(task.id)
+        update = {**changes, "updated_at": firestore.SERVER_TIMESTAMP}
+        option = self.client.write_option(last_update_time=task.update_time)
         try:
-            result = ref.update(
-                {**changes, "updated_at": firestore.SERVER_TIMESTAMP},
-                option=self.client.write_option(last_update_time=task.update_time),
-            )
+            if fence is None:
+                update_time = ref.update(update, option=option).update_time
+            else:
+                transaction = self.client.transaction()
+
+                @firestore.transactional
+                def fenced(transaction: Any) -> None:
+                    self.check_fence(transaction, fence)
+                    transaction.update(ref, update, option=option)
+
+                fenced(transaction)
+                update_time = transaction.write_results[0].update_time
         except (gexc.FailedPrecondition, gexc.NotFound):
             return None
         values = {k: v for k, v in changes.items() if k in Task.__dataclass_fields__}
-        fields = {**asdict(task), **values, "update_time": result.update_time}
+        fields = {**asdict(task), **values, "update_time": update_time}
         return Task(**fields)
 
-    def claim(self, task: Task, *, uri: str, generation: int, now: pendulum.DateTime) -> Task | None:
+    def claim(
+        self, task: Task, *, uri: str, generation: int, now: pendulum.DateTime, fence: Fence | None = None
+    ) -> Task | None:
         """pending -> submitting: reserve the export uri before the API call (crash recovery finds it)."""
         return self._transition(
             task,
@@ -216,6 +243,7 @@ class FirestoreTasks:
                 "operation": None,
                 "submitted_at": now,
             },
+            fence,
         )
 
     def claim_pack(
@@ -226,14 +254,14 @@ class FirestoreTasks:
         generations: Sequence[int],
         pack_uri: str | None,
         now: pendulum.DateTime,
+        fence: Fence | None = None,
     ) -> list[Task] | None:
-        """pending -> submitting for every window of a pack, in one batched write: each update carries its document's
-        update time as a precondition, and a batch commits atomically, so a window changed meanwhile claims none."""
+        """pending -> submitting for every window of a pack in one commit: each update carries its document's update
+        time as a precondition and a commit is atomic, so a window changed meanwhile claims none. With a fence, the
+        commit is a transaction that also reads the instance's lease (LeaseLost if it is not the fence's any more)."""
         ids = [t.id for t in tasks]
-        batch = self.client.batch()
-        changes = []
-        for task, uri, generation in zip(tasks, uris, generations, strict=True):
-            change = {
+        changes = [
+            {
                 "state": "submitting",
                 "uri": uri,
                 "generation": generation,
@@ -243,14 +271,32 @@ class FirestoreTasks:
                 "pack_uri": pack_uri,
                 "pack_ids": ids if pack_uri else None,
             }
-            changes.append(change)
-            batch.update(
-                self._tasks.document(task.id),
-                {**change, "updated_at": firestore.SERVER_TIMESTAMP},
-                option=self.client.write_option(last_update_time=task.update_time),
-            )
+            for task, uri, generation in zip(tasks, uris, generations, strict=True)
+        ]
+
+        def write(writer: Any) -> None:
+            for task, change in zip(tasks, changes, strict=True):
+                writer.update(
+                    self._tasks.document(task.id),
+                    {**change, "updated_at": firestore.SERVER_TIMESTAMP},
+                    option=self.client.write_option(last_update_time=task.update_time),
+                )
+
         try:
-            results = batch.commit()
+            if fence is None:
+                batch = self.client.batch()
+                write(batch)
+                results = batch.commit()
+            else:
+                transaction = self.client.transaction()
+
+                @firestore.transactional
+                def fenced(transaction: Any) -> None:
+                    self.check_fence(transaction, fence)
+                    write(transaction)
+
+                fenced(transaction)
+                results = transaction.write_results
         except (gexc.FailedPrecondition, gexc.NotFound):
             return None
         return [
@@ -258,11 +304,11 @@ class FirestoreTasks:
             for task, change, result in zip(tasks, changes, results, strict=True)
         ]
 
-    def mark_running(self, task: Task, operation: str) -> Task | None:
-        return self._transition(task, {"state": "running", "operation": operation})
+    def mark_running(self, task: Task, operation: str, *, fence: Fence | None = None) -> Task | None:
+        return self._transition(task, {"state": "running", "operation": operation}, fence)
 
-    def mark_done(self, task: Task, now: pendulum.DateTime) -> Task | None:
-        return self._transition(task, {"state": "done", "done_at": now, "finalized": False, "error": None})
+    def mark_done(self, task: Task, now: pendulum.DateTime, *, fence: Fence | None = None) -> Task | None:
+        return self._transition(task, {"state": "done", "done_at": now, "finalized": False, "error": None}, fence)
 
     def mark_retry(
         self,
@@ -272,6 +318,7 @@ class FirestoreTasks:
         not_before: pendulum.DateTime,
         generation: int,
         refund: bool = False,
+        fence: Fence | None = None,
     ) -> Task | None:
         """running/submitting -> pending; `refund` gives back the attempt the claim counted."""
         return self._transition(
@@ -284,10 +331,11 @@ class FirestoreTasks:
                 "operation": None,
                 "attempts": max(0, task.attempts - 1) if refund else task.attempts,
             },
+            fence,
         )
 
-    def mark_failed(self, task: Task, error: dict[str, Any]) -> Task | None:
-        return self._transition(task, {"state": "failed", "error": error})
+    def mark_failed(self, task: Task, error: dict[str, Any], *, fence: Fence | None = None) -> Task | None:
+        return self._transition(task, {"state": "failed", "error": error}, fence)
 
     def mark_finalized(self, task: Task) -> None:
         self._tasks.document(task.id).update({"finalized": True})

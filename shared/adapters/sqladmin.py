@@ -25,6 +25,7 @@ from shared.core.errors import ExportRejected, InstanceBusy, InstanceUnavailable
 from shared.core.operations import Operation
 
 _BUSY_REASON = "operationInProgress"
+_INVALID_STATE_REASON = "invalidState"
 _TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
 _QUICK_RETRY_DELAYS = (0.1, 0.3, 1.0)
 _TIMEOUT_SECONDS = 60
@@ -57,7 +58,16 @@ def _not_running(status: int, reason: str, message: str) -> bool:
     return status == 400 and "not running" in message.lower()
 
 
+def _invalid_state(status: int, reason: str, message: str) -> bool:
+    return status == 409 and reason == _INVALID_STATE_REASON
+
+
 ERRORS: tuple[tuple[Callable[[int, str, str], bool], Callable[[int, str, str], Exception]], ...] = (
+    # Not ready: restarting, under maintenance, being updated (confirmed in public reports of the real answer:
+    # 409, reason "invalidState", "The instance or operation is not in an appropriate state to handle the
+    # request."; hashicorp/terraform#4557, GoogleCloudPlatform/k8s-config-connector#124). Instance-level, before
+    # the busy row: it is not another operation the chain can wait out in seconds.
+    (_invalid_state, _unavailable("not ready")),
     # Busy: 409 operationInProgress (confirmed: the API's documented answer); older API versions answered 403
     # with the same reason.
     (lambda status, reason, message: status == 409 or (status == 403 and reason == _BUSY_REASON), _busy),

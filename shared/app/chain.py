@@ -32,8 +32,9 @@ from shared.core.errors import (
     TransientApiError,
 )
 from shared.core.operations import Operation
-from shared.core.tasks import LIVE_PRIORITY, Task, next_generation
+from shared.core.tasks import LIVE_RANK, Task, claim_order, claim_rank, next_generation
 from shared.core.templates import Templates
+from shared.core.windows import latest_settled_window
 
 BUSY_BACKOFF_FIRST_SECONDS = 1.0
 BUSY_BACKOFF_MAX_SECONDS = 30.0
@@ -218,14 +219,14 @@ class Chain:
                 return None
             self._record_failure(task, error, new_generation=operation.name in self._cancelled)
             return None
-        if prepared is None or prepared.task.priority != LIVE_PRIORITY:
-            # A live window queued while we polled must not wait behind a prefetched backfill task.
+        if prepared is None or self._rank(prepared.task) != LIVE_RANK:
+            # A live window queued while we polled must not wait behind a prefetched catch-up or backfill task.
             prepared = self.prepare_next()
         successor = self.start_next(prepared)
         if task.pack_uri:
             packs.finish_pack(self, task)
             return successor
-        done = self.state.mark_done(task, self.clock.now())
+        done = self.state.mark_done(task, self.clock.now(), fence=self.lease.fence)
         hooks.reached("after_done")
         self.stats.done += 1
         logs.info("export done", **task.log_fields())
@@ -235,11 +236,27 @@ class Chain:
 
     # ---- choosing and submitting -------------------------------------------------------------------
 
+    def _live_lows(self) -> dict[str, Any]:
+        """Per source of this instance, the start of its latest settled window: where live work begins now."""
+        now = self.clock.now()
+        sources = self.config.sources_for_instance(self.instance)
+        return {s.name: latest_settled_window(s.schedule, now, s.settle).low for s in sources}
+
+    def _rank(self, task: Task) -> int:
+        return claim_rank(task, self._live_lows().get(task.source))
+
+    def candidates(self) -> list[Task]:
+        """Pending tasks in claim order (shared/core/tasks.claim_rank): the head of the stored queue, plus the live
+        windows wherever they were queued (a backfill, a forced re-export may have written them behind others)."""
+        lows = self._live_lows()
+        live = self.state.pending_from(self.instance, min(lows.values())) if lows else []
+        return claim_order([*live, *self.state.next_pending(self.instance)], lows)
+
     def prepare_next(self) -> Prepared | None:
         """The next ready task with its request rendered; tasks that cannot render fail here."""
         while True:
             now = self.clock.now()
-            task = next((t for t in self.state.next_pending(self.instance) if t.ready(now)), None)
+            task = next((t for t in self.candidates() if t.ready(now)), None)
             if task is None:
                 return None
             try:
@@ -258,12 +275,16 @@ class Chain:
             if prepared.task.pack_uri:  # left by a pack that failed: claimed alone, the pack's fields cleared
                 alone = self.state.claim_pack(
                     [prepared.task], uris=[prepared.uri], generations=[prepared.generation], pack_uri=None,
-                    now=self.clock.now(),
+                    now=self.clock.now(), fence=self.lease.fence,
                 )  # fmt: skip
                 claimed = alone[0] if alone else None
             else:
                 claimed = self.state.claim(
-                    prepared.task, uri=prepared.uri, generation=prepared.generation, now=self.clock.now()
+                    prepared.task,
+                    uri=prepared.uri,
+                    generation=prepared.generation,
+                    now=self.clock.now(),
+                    fence=self.lease.fence,
                 )
             if claimed is not None:
                 return self.submit(claimed, prepared.body)
@@ -316,7 +337,7 @@ class Chain:
             self.breaker.reset()
             self._breaker_open = False
         hooks.reached("after_submit")
-        running = self.state.mark_running(task, operation.name)
+        running = self.state.mark_running(task, operation.name, fence=self.lease.fence)
         self.stats.submitted += 1
         logs.info("export submitted", **{**task.log_fields(), "operation": operation.name, "attempt": task.attempts})
         return running
@@ -354,7 +375,9 @@ class Chain:
         generation = next_generation(task)
         not_before = self.clock.now().add(seconds=self.settings.retry_base_seconds * random.uniform(0.8, 1.2))
         error = {"code": VANISHED_CODE, "message": "the export's operation vanished", "operation": task.operation}
-        self.state.mark_retry(task, error=error, not_before=not_before, generation=generation, refund=True)
+        self.state.mark_retry(
+            task, error=error, not_before=not_before, generation=generation, refund=True, fence=self.lease.fence
+        )
         self.stats.retried += 1
         logs.warning(
             "export's operation vanished; retried on a new generation, no attempt spent",
@@ -365,7 +388,7 @@ class Chain:
     def _record_failure(self, task: Task, error: dict[str, Any], *, new_generation: bool = False) -> None:
         error = {**error, "operation": task.operation, "uri": task.uri, "attempt": task.attempts}
         if task.attempts >= self.settings.max_attempts:
-            self.state.mark_failed(task, error)
+            self.state.mark_failed(task, error, fence=self.lease.fence)
             self.stats.failed += 1
             logs.error(
                 "export failed for good; the watermark stops before this window", **task.log_fields(), error=error
@@ -376,7 +399,7 @@ class Chain:
         generation = next_generation(task) if left_an_object or new_generation else task.generation
         delay = min(self.settings.retry_max_seconds, self.settings.retry_base_seconds * 2 ** (task.attempts - 1))
         not_before = self.clock.now().add(seconds=delay * random.uniform(0.8, 1.2))
-        self.state.mark_retry(task, error=error, not_before=not_before, generation=generation)
+        self.state.mark_retry(task, error=error, not_before=not_before, generation=generation, fence=self.lease.fence)
         self.stats.retried += 1
         logs.warning("export failed; will retry", **task.log_fields(), error=error, not_before=not_before)
 
@@ -384,6 +407,6 @@ class Chain:
         error: dict[str, Any] = {"code": type(exc).__name__, "message": str(exc)}
         if isinstance(exc, TemplateError):
             error["template"] = exc.template
-        self.state.mark_failed(task, error)
+        self.state.mark_failed(task, error, fence=self.lease.fence)
         self.stats.failed += 1
         logs.error("task cannot run; marked failed", **task.log_fields(), error=error)

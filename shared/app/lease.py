@@ -2,8 +2,12 @@
 
 - Identity: a holder is `<message id>/<random>`, so a redelivery of the message that started a dead
   invocation recognises its own predecessor (`started_by`).
-- Mechanism: `decide_acquire` is the one rule for taking a lease (free, expired, or already ours); each state
-  store applies it atomically (a Firestore transaction, or a lock in memory).
+- Mechanism: `decide_acquire` is the one rule for taking a lease (free, expired, or already ours) and
+  `decide_renew` the one for keeping it; each state store applies them atomically (a Firestore transaction, or a
+  lock in memory).
+- Epoch: every acquisition by a new holder gives the lease a greater epoch. The holder's `Fence` (instance, holder,
+  epoch) is a precondition of every task transition it makes (the state store checks it in the same transaction),
+  so a holder that lost the lease changes nothing, even if a call of its hung for minutes.
 - Timing policy (`LeasePolicy`): every fraction of the lease's time-to-live in one place.
 - Taking it for a `work` message (`take_lease`), keeping it alive while working (`LeaseKeeper`), and the errors
   (`LeaseLost`, `LeaseSuspect`, in shared/core/errors.py) raised when it cannot be kept or taken.
@@ -36,6 +40,8 @@ class Lease:
     takeovers: int = 0
     # Whose expired lease this acquisition took over (None: the lease was free, handed over, or ours).
     previous_holder: str | None = None
+    # Grows with every acquisition by a new holder (see `next_epoch`); kept by renewals.
+    epoch: int = 0
 
     def live(self, now: pendulum.DateTime) -> bool:
         return self.expires > now
@@ -73,6 +79,24 @@ class LeasePolicy:
         return self.ttl / 12
 
 
+@dataclass(frozen=True)
+class Fence:
+    """What a task transition is conditional on: the instance's lease is still `holder`'s, at `epoch`."""
+
+    instance: str
+    holder: str
+    epoch: int
+
+    def admits(self, current: Lease | None) -> bool:
+        return current is not None and current.holder == self.holder and current.epoch == self.epoch
+
+
+def next_epoch(current: Lease | None, now: pendulum.DateTime) -> int:
+    """The epoch of a lease taken by a new holder: greater than the current one, and, since a released lease's
+    document is deleted, at least the acquisition time in milliseconds (so epochs keep growing across releases)."""
+    return max((current.epoch if current is not None else 0) + 1, int(now.timestamp() * 1000))
+
+
 def new_holder(message_id: str) -> str:
     return f"{message_id}/{uuid.uuid4().hex[:12]}"
 
@@ -91,12 +115,25 @@ def decide_acquire(current: Lease | None, holder: str, ttl: float, now: pendulum
     takeovers, previous = 0, None
     if current is not None:
         if current.holder != holder and current.live(now):
-            return Lease(False, current.holder, current.expires, current.heartbeat, current.takeovers)
+            return Lease(
+                False, current.holder, current.expires, current.heartbeat, current.takeovers, None, current.epoch
+            )
         if current.holder == HANDOVER_HOLDER:
             takeovers = current.takeovers
         elif current.holder != holder:
             takeovers, previous = current.takeovers + 1, current.holder
-    return Lease(True, holder, now.add(seconds=ttl), now, takeovers, previous)
+    ours = current is not None and current.holder == holder
+    epoch = current.epoch if ours and current is not None else next_epoch(current, now)
+    return Lease(True, holder, now.add(seconds=ttl), now, takeovers, previous, epoch)
+
+
+def decide_renew(current: Lease | None, holder: str, ttl: float, now: pendulum.DateTime) -> Lease | None:
+    """The one rule for keeping a lease: extend it if it is still `holder`'s (even if it expired meanwhile and
+    nobody took it); None if it is not. A renewal never re-creates a lease that was taken and released since: the
+    holder would come back at a new epoch and its fence would no longer match anyway."""
+    if current is None or current.holder != holder:
+        return None
+    return Lease(True, holder, now.add(seconds=ttl), now, 0, None, current.epoch)
 
 
 def take_lease(
@@ -136,12 +173,15 @@ def take_lease(
 class LeaseKeeper:
     """Keeps one holder's lease alive while it works: heartbeats, and sleeps short enough not to lose it."""
 
-    def __init__(self, state: StateStore, clock: Clock, instance: str, holder: str, policy: LeasePolicy) -> None:
+    def __init__(
+        self, state: StateStore, clock: Clock, instance: str, holder: str, policy: LeasePolicy, epoch: int
+    ) -> None:
         self.state = state
         self.clock = clock
         self.instance = instance
         self.holder = holder
         self.policy = policy
+        self.fence = Fence(instance, holder, epoch)
         self._renewed_at = clock.monotonic()
 
     def heartbeat(self) -> None:

@@ -39,9 +39,9 @@ from shared.core.csvformat import Dialect, decompressed
 from shared.core.errors import PermanentError
 from shared.core.operations import Operation
 from shared.core.packing import NO_PACK_KEY, PackSplitError, pack_query, pack_windows, split_records
-from shared.core.tasks import BACKFILL_PRIORITY, Task, next_generation, task_id
+from shared.core.tasks import LIVE_RANK, Task, claim_rank, next_generation, task_id
 from shared.core.templates import export_request_body, export_uri
-from shared.core.windows import ts_nodash
+from shared.core.windows import latest_settled_window, ts_nodash
 
 if TYPE_CHECKING:
     from shared.app.chain import Chain
@@ -58,12 +58,11 @@ class PreparedPack:
 
 
 def is_live(chain: Chain, task: Task) -> bool:
-    """A live window: the newest due window of its table (the one after it is not due yet). Backfill never is."""
-    if task.priority >= BACKFILL_PRIORITY:
-        return False
+    """A live window, by the chain's claim-time rank (shared/core/tasks.claim_rank): its source's latest settled
+    window, whoever queued it; catch-up and backfill windows are not."""
     source = chain.config.source(task.source)
-    following_high = source.schedule.next_boundary(task.high)
-    return chain.clock.now() < following_high + source.settle
+    live_low = latest_settled_window(source.schedule, chain.clock.now(), source.settle).low
+    return claim_rank(task, live_low) == LIVE_RANK
 
 
 def _packable(chain: Chain, task: Task) -> bool:
@@ -137,6 +136,7 @@ def claim_pack(chain: Chain, pack: PreparedPack) -> Task | None:
         generations=[m.generation for m in pack.members],
         pack_uri=pack.uri,
         now=chain.clock.now(),
+        fence=chain.lease.fence,
     )
     if claimed is None:
         return None
@@ -175,7 +175,12 @@ def retry_members(chain: Chain, task: Task, *, vanished: bool = False, solo: boo
             continue
         error = {**(member.error or {}), NO_PACK_KEY: task.pack_uri} if solo else member.error
         chain.state.mark_retry(
-            member, error=error, not_before=chain.clock.now(), generation=member.generation, refund=True
+            member,
+            error=error,
+            not_before=chain.clock.now(),
+            generation=member.generation,
+            refund=True,
+            fence=chain.lease.fence,
         )
 
 
@@ -197,7 +202,7 @@ def finish_pack(chain: Chain, task: Task) -> None:
         return
     logs.info("pack split into its windows", **members[0].log_fields(), pack_uri=task.pack_uri, windows=len(members))
     for member in members:
-        done = chain.state.mark_done(member, chain.clock.now())
+        done = chain.state.mark_done(member, chain.clock.now(), fence=chain.lease.fence)
         reached("after_done")
         chain.stats.done += 1
         logs.info("export done", **member.log_fields(), pack_uri=task.pack_uri)
@@ -212,7 +217,14 @@ def _unpack(chain: Chain, members: list[Task], exc: PackSplitError) -> None:
         wrote = bool(member.uri) and objects.exists(objects.key_of(member.uri or ""))
         error = {"code": type(exc).__name__, "message": str(exc), NO_PACK_KEY: member.pack_uri}
         generation = next_generation(member) if wrote else member.generation
-        chain.state.mark_retry(member, error=error, not_before=chain.clock.now(), generation=generation, refund=True)
+        chain.state.mark_retry(
+            member,
+            error=error,
+            not_before=chain.clock.now(),
+            generation=generation,
+            refund=True,
+            fence=chain.lease.fence,
+        )
     logs.error(
         "pack object cannot be split; its windows are exported one by one", **members[0].log_fields(), error=str(exc)
     )

@@ -55,7 +55,7 @@ def _resume(chain: Chain, task: Task, *, busy: bool) -> Task | None:
         return task
     adopted = chain.find_operation(task.export_uri, must_know=True)
     if adopted is not None:
-        return chain.state.mark_running(task, adopted.name)
+        return chain.state.mark_running(task, adopted.name, fence=chain.lease.fence)
     objects = chain.services.objects
     if task.export_uri and objects.exists(objects.key_of(task.export_uri)):
         if task.pack_uri:
@@ -68,7 +68,12 @@ def _resume(chain: Chain, task: Task, *, busy: bool) -> Task | None:
             packs.retry_members(chain, task)
         else:
             chain.state.mark_retry(
-                task, error=task.error, not_before=chain.clock.now(), generation=task.generation, refund=True
+                task,
+                error=task.error,
+                not_before=chain.clock.now(),
+                generation=task.generation,
+                refund=True,
+                fence=chain.lease.fence,
             )
         logs.info("claimed task never sent; back in the queue behind the running export", **task.log_fields())
         return None

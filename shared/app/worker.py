@@ -34,7 +34,7 @@ def run_work(work: Work, services: Services, templates: Templates) -> ChainStats
     lease = take_lease(state, clock, instance, work.message_id, holder, policy)
     if lease is None:
         return None
-    keeper = LeaseKeeper(state, clock, instance, holder, policy)
+    keeper = LeaseKeeper(state, clock, instance, holder, policy, lease.epoch)
     if started_by(lease.previous_holder) == work.message_id and lease.takeovers <= MAX_HANDOVERS:
         # This redelivery replaces an invocation that died: every death costs the message one delivery
         # attempt, and after the last one Pub/Sub dead-letters it and the chain sleeps until the next

@@ -35,6 +35,11 @@ _REFUSALS = {
     "not running": (400, "invalid", "Invalid request: Invalid request since instance is not running."),
     "permission": (403, "notAuthorized", "The client is not authorized to make this request."),
     "quota": (429, "rateLimitExceeded", "Quota exceeded for quota metric 'Queries'."),
+    "not ready": (
+        409,
+        "invalidState",
+        "The instance or operation is not in an appropriate state to handle the request.",
+    ),
 }
 
 
@@ -145,7 +150,8 @@ class FakeAdminApi:
 
     def refuse(self, instance: str, condition: str, seconds: float) -> None:
         """Exports to the instance ("project:instance") are refused for `seconds`, as the real API refuses them:
-        `not running` (400 invalid), `permission` (403 notAuthorized) or `quota` (429 rateLimitExceeded)."""
+        `not running` (400 invalid), `not ready` (409 invalidState: restarting, maintenance), `permission`
+        (403 notAuthorized) or `quota` (429 rateLimitExceeded)."""
         self._refusals[instance.split(":", 1)[1]] = (condition, self.clock.monotonic() + seconds)
 
     def transient(self, answers: int) -> None:

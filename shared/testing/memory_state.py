@@ -16,7 +16,8 @@ from typing import Any
 
 import pendulum
 
-from shared.app.lease import HANDOVER_HOLDER, Lease, decide_acquire
+from shared.app.lease import HANDOVER_HOLDER, Fence, Lease, decide_acquire, decide_renew
+from shared.core.errors import LeaseLost
 from shared.core.tasks import (
     FINISHED_STATES,
     OPEN_STATES,
@@ -98,8 +99,12 @@ class InMemoryState:
         with self._lock:
             return [replace(t) for t in self.tasks.values() if all(getattr(t, k) == v for k, v in equals.items())]
 
-    def next_pending(self, instance: str, limit: int = 20) -> list[Task]:
+    def next_pending(self, instance: str, limit: int = 10) -> list[Task]:
         return sorted(self._select(instance=instance, state="pending"), key=lambda t: t.order_key)[:limit]
+
+    def pending_from(self, instance: str, low: pendulum.DateTime, limit: int = 10) -> list[Task]:
+        found = [t for t in self._select(instance=instance, state="pending") if t.low >= low]
+        return sorted(found, key=lambda t: (t.low, t.order_key))[:limit]
 
     def tasks_in_state(self, state: TaskState, *, instance: str | None = None) -> list[Task]:
         return self._select(state=state) if instance is None else self._select(instance=instance, state=state)
@@ -118,16 +123,21 @@ class InMemoryState:
 
     # ---- tasks: transitions -----------------------------------------------------------------------
 
-    def _transition(self, task: Task, **changes: Any) -> Task | None:
+    def _transition(self, task: Task, fence: Fence | None, **changes: Any) -> Task | None:
         with self._lock:
+            if fence is not None and not fence.admits(self.leases.get(fence.instance)):
+                raise LeaseLost(fence.instance, fence.holder)
             current = self.tasks.get(task.id)
             if current is None or current.update_time != task.update_time:
                 return None
             return self._store(replace(current, **changes))
 
-    def claim(self, task: Task, *, uri: str, generation: int, now: pendulum.DateTime) -> Task | None:
+    def claim(
+        self, task: Task, *, uri: str, generation: int, now: pendulum.DateTime, fence: Fence | None = None
+    ) -> Task | None:
         return self._transition(
             task,
+            fence,
             state="submitting",
             uri=uri,
             generation=generation,
@@ -144,9 +154,12 @@ class InMemoryState:
         generations: Sequence[int],
         pack_uri: str | None,
         now: pendulum.DateTime,
+        fence: Fence | None = None,
     ) -> list[Task] | None:
         ids = [t.id for t in tasks]
-        with self._lock:  # all or none, as Firestore's batched write with one precondition per document
+        with self._lock:  # all or none, as Firestore's commit with one precondition per document
+            if fence is not None and not fence.admits(self.leases.get(fence.instance)):
+                raise LeaseLost(fence.instance, fence.holder)
             if any(self.tasks.get(t.id) is None or self.tasks[t.id].update_time != t.update_time for t in tasks):
                 return None
             return [
@@ -166,11 +179,11 @@ class InMemoryState:
                 for task, uri, generation in zip(tasks, uris, generations, strict=True)
             ]
 
-    def mark_running(self, task: Task, operation: str) -> Task | None:
-        return self._transition(task, state="running", operation=operation)
+    def mark_running(self, task: Task, operation: str, *, fence: Fence | None = None) -> Task | None:
+        return self._transition(task, fence, state="running", operation=operation)
 
-    def mark_done(self, task: Task, now: pendulum.DateTime) -> Task | None:
-        return self._transition(task, state="done", done_at=now, finalized=False, error=None)
+    def mark_done(self, task: Task, now: pendulum.DateTime, *, fence: Fence | None = None) -> Task | None:
+        return self._transition(task, fence, state="done", done_at=now, finalized=False, error=None)
 
     def mark_retry(
         self,
@@ -180,10 +193,12 @@ class InMemoryState:
         not_before: pendulum.DateTime,
         generation: int,
         refund: bool = False,
+        fence: Fence | None = None,
     ) -> Task | None:
         attempts = max(0, task.attempts - 1) if refund else task.attempts
         return self._transition(
             task,
+            fence,
             state="pending",
             error=error,
             not_before=not_before,
@@ -192,8 +207,8 @@ class InMemoryState:
             attempts=attempts,
         )
 
-    def mark_failed(self, task: Task, error: dict[str, Any]) -> Task | None:
-        return self._transition(task, state="failed", error=error)
+    def mark_failed(self, task: Task, error: dict[str, Any], *, fence: Fence | None = None) -> Task | None:
+        return self._transition(task, fence, state="failed", error=error)
 
     def mark_finalized(self, task: Task) -> None:
         with self._lock:
@@ -207,7 +222,7 @@ class InMemoryState:
             if task.state != "failed":
                 continue
             changes = {"state": "pending", "attempts": 0, "not_before": None, "generation": next_generation(task)}
-            if self._transition(task, **changes) is not None:
+            if self._transition(task, None, **changes) is not None:
                 requeued.append(task.id)
         return requeued
 
@@ -267,7 +282,11 @@ class InMemoryState:
             return lease
 
     def renew_lease(self, instance: str, holder: str, ttl: float, now: pendulum.DateTime) -> bool:
-        return self.acquire_lease(instance, holder, ttl, now).acquired
+        with self._lock:
+            lease = decide_renew(self.leases.get(instance), holder, ttl, now)
+            if lease is not None:
+                self.leases[instance] = replace(lease, acquired=False)
+            return lease is not None
 
     def release_lease(self, instance: str, holder: str) -> None:
         with self._lock:
