@@ -10,6 +10,8 @@ import pytest
 from google.cloud import firestore
 
 from shared.adapters.firestore_state import StateStore
+from shared.app.lease import Fence
+from shared.core.errors import LeaseLost
 from shared.core.tasks import Task
 
 pytestmark = pytest.mark.stack
@@ -51,3 +53,20 @@ def test_a_pack_is_claimed_whole_or_not_at_all(clean_stack: Any) -> None:
     [alone] = state.claim_pack([retried], uris=[uris[1]], generations=[2], pack_uri=None, now=LOW)  # type: ignore[list-item]
     assert (alone.pack_uri, alone.pack_ids, alone.attempts) == (None, None, 2)
     assert state.get_task(alone.id).pack_uri is None  # type: ignore[union-attr]
+
+
+def test_a_pack_claim_is_fenced_by_the_lease(clean_stack: Any) -> None:
+    """A holder whose lease was taken claims nothing: the fence is read in the same transaction as the claim."""
+    state = StateStore(firestore.Client(project="cdc-local"), "packfence_")
+    state.create_tasks(windows(2))
+    read = [state.get_task(t.id) for t in windows(2)]
+    lease = state.acquire_lease("cdc-local:shop-pg", "holder/1", 60, pendulum.now("UTC"))
+    assert lease.acquired
+    stale = Fence("cdc-local:shop-pg", "holder/1", lease.epoch - 1)  # the epoch of an earlier takeover
+    uris = ["gs://b/0.csv", "gs://b/1.csv"]
+    with pytest.raises(LeaseLost):
+        state.claim_pack(read, uris=uris, generations=[1, 1], pack_uri="gs://b/p.csv", now=LOW, fence=stale)
+    assert [state.get_task(t.id).state for t in windows(2)] == ["pending", "pending"]  # type: ignore[union-attr]
+    current = Fence("cdc-local:shop-pg", "holder/1", lease.epoch)
+    claimed = state.claim_pack(read, uris=uris, generations=[1, 1], pack_uri="gs://b/p.csv", now=LOW, fence=current)
+    assert claimed is not None and [t.state for t in claimed] == ["submitting", "submitting"]
