@@ -282,6 +282,14 @@ variable "pipeline" {
         params           = optional(map(any))
       }))
     }))
+    # worker.pack of the config (shared/core/packing.py): catch-up and backfill windows of a table exported together.
+    pack = optional(object({
+      max_windows             = optional(number)
+      target_bytes            = optional(number)
+      op_overhead_seconds     = optional(number)
+      export_bytes_per_second = optional(number)
+      overhead_share          = optional(number)
+    }))
   })
 
   validation {

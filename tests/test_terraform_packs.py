@@ -3,7 +3,7 @@ them; the export bucket's lifecycle deletes them under `<root>/packs/`."""
 
 from __future__ import annotations
 
-from tests.test_terraform import resource, resources, variables
+from tests.test_terraform import resource, resources, terraform_files, variables
 
 
 def test_the_worker_cannot_delete_objects_so_the_bucket_expires_packs() -> None:
@@ -19,3 +19,13 @@ def test_the_worker_cannot_delete_objects_so_the_bucket_expires_packs() -> None:
     assert packs[0]["condition"][0]["age"] == "${var.pack_retention_days}"
     assert packs[0]["action"][0]["type"] == "Delete"
     assert variables()["pack_retention_days"]["default"] == 7
+
+
+def test_pack_settings_reach_the_config_as_worker_pack() -> None:
+    """`pipeline.pack` (typed, since `pipeline.worker` is a map of numbers) becomes the config's `worker.pack`."""
+    pipeline_type = variables()["pipeline"]["type"]
+    for name in ("max_windows", "target_bytes", "op_overhead_seconds", "export_bytes_per_second", "overhead_share"):
+        assert f"{name} = optional(number)" in " ".join(pipeline_type.split())
+    locals_ = {k: v for doc in terraform_files().values() for block in doc.get("locals", []) for k, v in block.items()}
+    assert "pack = {for k, v in var.pipeline.pack" in " ".join(locals_["pipeline_worker"].split()).replace("{ ", "{")
+    assert "worker = local.pipeline_worker" in str(locals_["pipeline_optional"])
