@@ -8,7 +8,9 @@ States and the moves between them (the state store applies them; only the chain 
        |                                                      was left behind)
        +---- requeue / force ---- failed | done               (operators; always a new generation)
 
-A task is `finalized` once its watermark and manifest bookkeeping ran after it became done.
+A task is `finalized` once its watermark and manifest bookkeeping ran after it became done. Consecutive catch-up or
+backfill windows of one table may be claimed together and exported by one operation (a pack, shared/app/packs.py):
+each still takes these states; its first window carries the operation, the others stay `submitting` until done.
 """
 
 from __future__ import annotations
