@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Sequence
 
-from bench import cost
+from bench import cost, packing
 from bench.baseline import BaselineRun, ClientPool, run_baseline
 from bench.metrics import ChainFigures, chain_figures, percentile
 from bench.pipeline import Emulator, PipelineRun, run_scenario
@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {'operations.get, ' + name:<52} {_stats(samples)}")
         for name, samples in firestore_round_trips(driver.clients).items():
             print(f"  {'firestore ' + name:<52} {_stats(samples)}")
+
+        found.update(packing.run(stack))
 
         s1 = results[0][1].figures
         found.update(dead_median_ms=round(s1.dead_median * 1000, 1), utilisation=round(s1.utilisation, 3))

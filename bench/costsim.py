@@ -222,6 +222,10 @@ class CountingObjects:
         self.ops["A"] += 1
         return self.inner.create_json(key, document)
 
+    def create_bytes(self, key: str, data: bytes, content_type: str) -> bool:
+        self.ops["A"] += 1
+        return self.inner.create_bytes(key, data, content_type)
+
     def key_of(self, uri: str) -> str:
         return self.inner.key_of(uri)
 
@@ -318,6 +322,10 @@ class CountingState:
 
     def claim(self, task: Task, **kwargs: Any) -> Task | None:
         return self._write(self.inner.claim(task, **kwargs), kwargs.get("fence") is not None)
+
+    def claim_pack(self, tasks: Sequence[Task], **kwargs: Any) -> list[Task] | None:
+        self._n("write", len(tasks))
+        return self.inner.claim_pack(tasks, **kwargs)
 
     def mark_running(self, task: Task, operation: str, **kwargs: Any) -> Task | None:
         return self._write(self.inner.mark_running(task, operation, **kwargs), kwargs.get("fence") is not None)

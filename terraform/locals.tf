@@ -34,11 +34,16 @@ locals {
       { tables = [for t in s.tables : { for k, v in t : k => v if v != null }] },
     )
   ]
+  # worker settings, with pipeline.pack as worker.pack (a map of numbers cannot hold it).
+  pipeline_worker = var.pipeline.worker == null && var.pipeline.pack == null ? null : merge(
+    var.pipeline.worker == null ? {} : var.pipeline.worker,
+    var.pipeline.pack == null ? {} : { pack = { for k, v in var.pipeline.pack : k => v if v != null } },
+  )
   pipeline_optional = {
     for k, v in {
       layout            = var.pipeline.layout
       backfill          = var.pipeline.backfill
-      worker            = var.pipeline.worker
+      worker            = local.pipeline_worker
       lag_alert_seconds = var.pipeline.lag_alert_seconds
     } : k => v if v != null
   }

@@ -81,6 +81,17 @@ variable "export_retention_days" {
   }
 }
 
+variable "pack_retention_days" {
+  description = "Delete pack objects (<root>/packs/: one export of many windows, split into the windows' own objects by the worker, which may not delete) this many days after creation; they are kept only so that a split cut short can be finished."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = try(var.pack_retention_days >= 1, false)
+    error_message = "pack_retention_days must be at least 1."
+  }
+}
+
 variable "noncurrent_version_retention_days" {
   description = "Versioning is on for both buckets; overwritten or deleted object versions are removed after this many days."
   type        = number
@@ -270,6 +281,14 @@ variable "pipeline" {
         watermark_column = optional(string)
         params           = optional(map(any))
       }))
+    }))
+    # worker.pack of the config (shared/core/packing.py): catch-up and backfill windows of a table exported together.
+    pack = optional(object({
+      max_windows             = optional(number)
+      target_bytes            = optional(number)
+      op_overhead_seconds     = optional(number)
+      export_bytes_per_second = optional(number)
+      overhead_share          = optional(number)
     }))
   })
 

@@ -421,6 +421,20 @@ def test_min_duration_holds_the_operation_running(v1: Any, services: LocalServic
     assert time.monotonic() - began >= 0.8
 
 
+def test_op_overhead_is_added_to_every_export_and_keeps_the_instance_serial(v1: Any, services: LocalServices) -> None:
+    assert admin(services, "POST", "faults", {"op_overhead_seconds": 0.5})["op_overhead_seconds"] == 0.5
+    began = time.monotonic()
+    op = start(v1, new_uri(), query="SELECT 1")
+    time.sleep(0.2)
+    assert v1.operations().get(project=PROJECT, operation=op["name"]).execute()["status"] == "RUNNING"
+    with pytest.raises(HttpError) as info:  # the overhead holds the instance like the query does
+        start(v1, new_uri(), query="SELECT 1")
+    assert info.value.status_code == 409
+    wait_done(v1, op["name"])
+    assert "error" not in export_and_wait(v1, new_uri(), query="SELECT 1")
+    assert time.monotonic() - began >= 1.0  # two operations, one after the other
+
+
 def test_error_rate_answers_503(v1: Any, services: LocalServices) -> None:
     admin(services, "POST", "faults", {"error_rate": 1.0})
     with pytest.raises(HttpError) as info:
@@ -510,6 +524,8 @@ def test_bad_fault_settings_are_refused(services: LocalServices) -> None:
         {"error_rat": 0.5},
         {"error_rate": 2},
         {"min_duration": -1},
+        {"op_overhead_seconds": -0.5},
+        {"op_overhead_seconds": "1"},
         {"fail_uri_regex": "("},
         {"hang_exports": -1},
         {"vanish_exports": 1.5},

@@ -18,6 +18,8 @@ class FaultSettings:
     """What to inject. Durations are seconds, rates are probabilities in [0, 1]."""
 
     min_duration: float = 0.0  # an operation stays RUNNING at least this long
+    op_overhead_seconds: float = 0.0  # every export runs this much longer than its query (the fixed cost of one
+    # operation); operations on one instance stay serial, so it adds up per operation
     error_rate: float = 0.0  # each API call answers HTTP 503 with this probability
     op_fail_rate: float = 0.0  # an export ends DONE with an error instead of exporting
     fail_uri_regex: str | None = None  # exports whose uri matches (re.search) always fail
@@ -37,7 +39,7 @@ class FaultSettings:
         unknown = sorted(set(changes) - known)
         if unknown:
             raise invalid(f"unknown fault setting(s) {unknown}; known: {sorted(known)}")
-        for key in ("min_duration", "request_latency", "error_rate", "op_fail_rate"):
+        for key in ("min_duration", "request_latency", "error_rate", "op_fail_rate", "op_overhead_seconds"):
             if key in changes:
                 value = changes[key]
                 if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:

@@ -252,6 +252,11 @@ class OperationStore:
             op.cancelled.wait()  # until operations.cancel (or a reset): no timeout, as a hung operation has none
             self._finish(op, _cancelled_error())
             return
+        # The fixed cost of an operation (the real API takes tens of seconds for even an empty export: inferred from
+        # its operations' start and end times, not documented): RUNNING, holding the instance, before the query.
+        if not self._hold(op, time.monotonic(), self._faults.settings.op_overhead_seconds):
+            self._finish(op, _cancelled_error())
+            return
         started = time.monotonic()
         spool: IO[bytes] | None = None
         error: tuple[str, str] | None = None

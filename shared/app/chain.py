@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from shared.app import hooks
+from shared.app import hooks, packs
 from shared.app.bookkeeping import finalize
 from shared.app.breaker import Breaker
 from shared.app.lease import LeaseKeeper
@@ -205,16 +205,27 @@ class Chain:
     def complete(self, task: Task, operation: Operation, prepared: Prepared | None) -> Task | None:
         """Record a DONE operation; submits the next export first when it succeeded."""
         if operation.error_code == VANISHED_CODE:
-            self.retry_vanished(task)
+            if task.pack_uri:
+                packs.retry_members(self, task, vanished=True)
+            else:
+                self.retry_vanished(task)
             return None
         if operation.failed:
             error = {"code": operation.error_code, "message": operation.error_message}
+            if task.pack_uri:  # every window retried, each on its own next time
+                for member in packs.members_of(self, task):
+                    failure = packs.failure_error(task, operation)
+                    self._record_failure(member, failure, new_generation=operation.name in self._cancelled)
+                return None
             self._record_failure(task, error, new_generation=operation.name in self._cancelled)
             return None
         if prepared is None or self._rank(prepared.task) != LIVE_RANK:
             # A live window queued while we polled must not wait behind a prefetched catch-up or backfill task.
             prepared = self.prepare_next()
         successor = self.start_next(prepared)
+        if task.pack_uri:
+            packs.finish_pack(self, task)
+            return successor
         done = self.state.mark_done(task, self.clock.now(), fence=self.lease.fence)
         hooks.reached("after_done")
         self.stats.done += 1
@@ -256,13 +267,25 @@ class Chain:
     def start_next(self, prepared: Prepared | None) -> Task | None:
         """Claim and submit; returns the running task, or None if nothing could be started now."""
         while prepared is not None:
-            claimed = self.state.claim(
-                prepared.task,
-                uri=prepared.uri,
-                generation=prepared.generation,
-                now=self.clock.now(),
-                fence=self.lease.fence,
-            )
+            if (pack := packs.plan_pack(self, prepared)) is not None:
+                if (leader := packs.claim_pack(self, pack)) is not None:
+                    return self.submit(leader, pack.body)
+                prepared = self.prepare_next()
+                continue
+            if prepared.task.pack_uri:  # left by a pack that failed: claimed alone, the pack's fields cleared
+                alone = self.state.claim_pack(
+                    [prepared.task], uris=[prepared.uri], generations=[prepared.generation], pack_uri=None,
+                    now=self.clock.now(), fence=self.lease.fence,
+                )  # fmt: skip
+                claimed = alone[0] if alone else None
+            else:
+                claimed = self.state.claim(
+                    prepared.task,
+                    uri=prepared.uri,
+                    generation=prepared.generation,
+                    now=self.clock.now(),
+                    fence=self.lease.fence,
+                )
             if claimed is not None:
                 return self.submit(claimed, prepared.body)
             prepared = self.prepare_next()
@@ -274,7 +297,7 @@ class Chain:
         paused = False
         while True:
             # After a pause, an export of this uri may exist: a holder that lost the lease meanwhile ran it.
-            if paused and (adopted := self.find_operation(task.uri)) is not None:
+            if paused and (adopted := self.find_operation(task.export_uri)) is not None:
                 operation = adopted
                 break
             paused = True
@@ -283,7 +306,7 @@ class Chain:
                 self.lease.heartbeat()  # fencing: if this call hung past the lease, the new holder adopts it
                 break
             except (InstanceBusy, TransientApiError) as exc:
-                adopted = self.find_operation(task.uri)
+                adopted = self.find_operation(task.export_uri)
                 if adopted is not None:
                     operation = adopted
                     break
@@ -297,7 +320,7 @@ class Chain:
                 delay = min(delay * 2, BUSY_BACKOFF_MAX_SECONDS)
             except InstanceUnavailable as exc:
                 # Nothing is wrong with the task: keep its claim (no attempt is spent) and pause the instance.
-                adopted = self.find_operation(task.uri)
+                adopted = self.find_operation(task.export_uri)
                 if adopted is not None:
                     operation = adopted
                     break

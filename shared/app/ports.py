@@ -67,6 +67,21 @@ class StateStore(Protocol):
     def claim(
         self, task: Task, *, uri: str, generation: int, now: pendulum.DateTime, fence: Fence | None = None
     ) -> Task | None: ...
+    def claim_pack(
+        self,
+        tasks: Sequence[Task],
+        *,
+        uris: Sequence[str],
+        generations: Sequence[int],
+        pack_uri: str | None,
+        now: pendulum.DateTime,
+        fence: Fence | None = None,
+    ) -> list[Task] | None:
+        """Claim consecutive windows exported by one pack (shared/app/packs.py), all or none: each as `claim` does,
+        plus `pack_uri` and `pack_ids`; None if any of them changed since it was read. `pack_uri` None claims the
+        tasks alone and clears what an earlier pack left on them."""
+        ...
+
     def mark_running(self, task: Task, operation: str, *, fence: Fence | None = None) -> Task | None: ...
     def mark_done(self, task: Task, now: pendulum.DateTime, *, fence: Fence | None = None) -> Task | None: ...
     def mark_retry(
@@ -129,6 +144,10 @@ class ObjectStore(Protocol):
     def stat(self, key: str) -> ObjectStat | None: ...
     def stream(self, key: str) -> Iterator[bytes]: ...
     def create_json(self, key: str, document: dict[str, Any]) -> bool: ...
+    def create_bytes(self, key: str, data: bytes, content_type: str) -> bool:
+        """Create an object, never replace one: False if the key exists already."""
+        ...
+
     def key_of(self, uri: str) -> str: ...
 
 

@@ -18,7 +18,10 @@ The document (defaults in brackets; `local/demo_config.json` is the documented e
                          "poll_fraction" [0.05] (poll interval = this fraction of the export's age, within bounds),
                          "retry_base_seconds" [5], "retry_max_seconds" [300], "stuck_factor" [10],
                          "stuck_min_seconds" [600] (an export not DONE after stuck_factor times its table's last
-                         duration, and at least stuck_min_seconds, is stuck: cancelled and retried)}
+                         duration, and at least stuck_min_seconds, is stuck: cancelled and retried),
+                         "pack" {"max_windows" [1] (1: no packing, e.g. 48; at most 500), "target_bytes" [268435456],
+                         "op_overhead_seconds" [30], "export_bytes_per_second" [20971520], "overhead_share" [0.1]}:
+                         catch-up and backfill windows of a table exported together (shared/core/packing.py)}
     lag_alert_seconds [7200]  export lag beyond which monitoring alerts
     sources             one or more (non-empty list), each:
         name            identifier, unique; names the source in messages, keys and logs
@@ -68,6 +71,7 @@ from pendulum import DateTime, Duration
 
 from shared.core.csvformat import Dialect
 from shared.core.errors import ConfigError, WindowError
+from shared.core.packing import PackSettings
 from shared.core.windows import Schedule, parse_duration, parse_timestamp
 
 DEFAULT_TABLE_LAYOUT = "keys/table.j2"
@@ -207,6 +211,7 @@ class WorkerSettings:
     retry_max_seconds: float = 300
     stuck_factor: float = 10
     stuck_min_seconds: float = 600
+    pack: PackSettings = field(default_factory=PackSettings)
 
 
 @dataclass(frozen=True)
@@ -313,6 +318,31 @@ def _csv(obj: _Object) -> CsvOptions:
         fields_terminated_by=obj.get("fields_terminated_by", str, "2C", "hex").upper(),
         gzip=obj.get("gzip", bool, False),
     )
+
+
+_PACK_KEYS = ("max_windows", "target_bytes", "op_overhead_seconds", "export_bytes_per_second", "overhead_share")
+MAX_PACK_WINDOWS = 500
+"""Most windows one pack may cover: each adds its query to one selectQuery."""
+
+
+def _pack(obj: _Object) -> PackSettings:
+    """`worker.pack` (shared/core/packing.py): how catch-up and backfill windows are packed into one export."""
+    default = PackSettings()
+    settings = PackSettings(
+        max_windows=_positive(obj, "max_windows", default.max_windows, integer=True, maximum=MAX_PACK_WINDOWS),
+        target_bytes=_positive(obj, "target_bytes", default.target_bytes, integer=True),
+        op_overhead_seconds=_positive(obj, "op_overhead_seconds", default.op_overhead_seconds),
+        export_bytes_per_second=_positive(obj, "export_bytes_per_second", default.export_bytes_per_second),
+        overhead_share=_positive(obj, "overhead_share", default.overhead_share, maximum=1),
+    )
+    if settings.overhead_share >= 1:
+        raise ConfigError(
+            obj.at("overhead_share"),
+            settings.overhead_share,
+            "is not below 1 (the share of a pack's time its fixed overhead may take)",
+            hint="e.g. 0.1; set worker.pack.max_windows to 1 to turn packing off",
+        )
+    return settings
 
 
 def _table(obj: _Object) -> TableConfig:
@@ -453,7 +483,8 @@ def parse_config(doc: dict[str, Any], *, sqladmin_endpoint: str | None = None) -
     worker_obj = top.obj(
         "worker",
         ("budget_seconds", "lease_seconds", "max_attempts", "poll_initial_seconds", "poll_max_seconds",
-         "poll_fraction", "retry_base_seconds", "retry_max_seconds", "stuck_factor", "stuck_min_seconds"),
+         "poll_fraction", "retry_base_seconds", "retry_max_seconds", "stuck_factor", "stuck_min_seconds",
+         "pack"),
     )  # fmt: skip
     worker = WorkerSettings(
         budget_seconds=_positive(worker_obj, "budget_seconds", 300, maximum=MAX_FUNCTION_SECONDS),
@@ -466,6 +497,7 @@ def parse_config(doc: dict[str, Any], *, sqladmin_endpoint: str | None = None) -
         retry_max_seconds=_positive(worker_obj, "retry_max_seconds", 300),
         stuck_factor=_positive(worker_obj, "stuck_factor", 10),
         stuck_min_seconds=_positive(worker_obj, "stuck_min_seconds", 600),
+        pack=_pack(worker_obj.obj("pack", _PACK_KEYS)),
     )
     for low, high in (
         ("poll_initial_seconds", "poll_max_seconds"),

@@ -8,7 +8,9 @@ States and the moves between them (the state store applies them; only the chain 
        |                                                      was left behind)
        +---- requeue / force ---- failed | done               (operators; always a new generation)
 
-A task is `finalized` once its watermark and manifest bookkeeping ran after it became done.
+A task is `finalized` once its watermark and manifest bookkeeping ran after it became done. Consecutive catch-up or
+backfill windows of one table may be claimed together and exported by one operation (a pack, shared/app/packs.py):
+each still takes these states; its first window carries the operation, the others stay `submitting` until done.
 """
 
 from __future__ import annotations
@@ -93,7 +95,16 @@ class Task:
     done_at: pendulum.DateTime | None = None
     purpose: TaskPurpose = "export"
     run: str | None = None
+    pack_uri: str | None = None
+    """The pack object this window's rows are exported into (shared/app/packs.py); None: exported on its own."""
+    pack_ids: list[str] | None = None
+    """The ids of every task of that pack, in window order (this one included)."""
     update_time: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def export_uri(self) -> str | None:
+        """Where the task's export operation writes: its pack's object, or its own."""
+        return self.pack_uri or self.uri
 
     @property
     def id(self) -> str:

@@ -72,6 +72,12 @@ class InMemoryObjects:
         self.json_writes.append(key)
         return True
 
+    def create_bytes(self, key: str, data: bytes, content_type: str) -> bool:
+        if key in self.data:
+            return False
+        self.data[key] = bytes(data)
+        return True
+
     def key_of(self, uri: str) -> str:
         prefix = f"gs://{self.bucket_name}/"
         if not uri.startswith(prefix):

@@ -146,6 +146,39 @@ class InMemoryState:
             submitted_at=now,
         )
 
+    def claim_pack(
+        self,
+        tasks: Sequence[Task],
+        *,
+        uris: Sequence[str],
+        generations: Sequence[int],
+        pack_uri: str | None,
+        now: pendulum.DateTime,
+        fence: Fence | None = None,
+    ) -> list[Task] | None:
+        ids = [t.id for t in tasks]
+        with self._lock:  # all or none, as Firestore's commit with one precondition per document
+            if fence is not None and not fence.admits(self.leases.get(fence.instance)):
+                raise LeaseLost(fence.instance, fence.holder)
+            if any(self.tasks.get(t.id) is None or self.tasks[t.id].update_time != t.update_time for t in tasks):
+                return None
+            return [
+                self._store(
+                    replace(
+                        self.tasks[task.id],
+                        state="submitting",
+                        uri=uri,
+                        generation=generation,
+                        attempts=task.attempts + 1,
+                        operation=None,
+                        submitted_at=now,
+                        pack_uri=pack_uri,
+                        pack_ids=list(ids) if pack_uri else None,
+                    )
+                )
+                for task, uri, generation in zip(tasks, uris, generations, strict=True)
+            ]
+
     def mark_running(self, task: Task, operation: str, *, fence: Fence | None = None) -> Task | None:
         return self._transition(task, fence, state="running", operation=operation)
 
