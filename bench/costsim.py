@@ -266,8 +266,10 @@ class CountingState:
     # tasks: planning and reading
     def create_tasks(self, tasks: Sequence[Task], *, force_token: str | None = None) -> Any:
         result = self.inner.create_tasks(tasks, force_token=force_token)
-        self._n("read", len(tasks))  # get_all of every id: existing and missing documents are billed alike
-        self._n("write", result.created + result.forced)
+        # Create-only writes (one per task; a refused one counted as a write too) and a read of the tasks that
+        # existed only when the request may change them: what the adapter reports.
+        self._n("read", result.reads)
+        self._n("write", result.writes)
         self.created += result.created
         return result
 

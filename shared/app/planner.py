@@ -160,6 +160,8 @@ def plan_backfill(request: Backfill, services: Services) -> None:
         tasks_created=created.created,
         tasks_forced=created.forced,
         tasks_existing=created.existing,
+        document_reads=created.reads,
+        document_writes=created.writes,
         message_id=request.message_id,
     )
     _wake(services, [source.instance])
