@@ -307,6 +307,14 @@ class CountingState:
     def all_tasks(self, *, source: str | None = None) -> list[Task]:
         return self._query(self.inner.all_tasks(source=source))
 
+    def count_tasks(self, state: Any, *, source: str) -> int:
+        count = self.inner.count_tasks(state, source=source)
+        self._n("read", max(1, -(-count // 1000)))  # an aggregation: one read per 1,000 index entries (or fewer)
+        return count
+
+    def tasks_to_show(self) -> list[Task]:
+        return self._query(self.inner.tasks_to_show())
+
     # tasks: transitions (a write with an update-time precondition; fenced by the lease holder: in a transaction
     # that also reads the lease document)
     def _write(self, result: Any, fenced: bool = False) -> Any:

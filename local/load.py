@@ -161,7 +161,7 @@ def run_load(stack: Stack, workdir: Path, *, days: int = 30, tables: int = 50, r
     t2 = time.monotonic()
     status = collect_status(config, state)
     status_seconds = time.monotonic() - t2
-    pending = sum(row.pending for source in status.sources for row in source.tables)
+    pending = sum(source.pending for source in status.sources)
     stack.restart_functions()
     return LoadReport(
         days=days,

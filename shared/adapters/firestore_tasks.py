@@ -13,12 +13,13 @@ from typing import Any
 import pendulum
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.base_query import FieldFilter, Or
 
 from shared.adapters.firestore_bulk import WritePacer, create_all
 from shared.app.lease import Fence
 from shared.core.tasks import (
     FINISHED_STATES,
+    IN_FLIGHT_STATES,
     OPEN_STATES,
     CreateResult,
     Task,
@@ -198,6 +199,25 @@ class FirestoreTasks:
 
     def all_tasks(self, *, source: str | None = None) -> list[Task]:
         query = self._tasks if source is None else self._query(source=source)
+        return [task_from_snapshot(s) for s in query.stream()]
+
+    def count_tasks(self, state: TaskState, *, source: str) -> int:
+        """How many of the source's tasks are in `state`: a count aggregation (no document is read; Firestore
+        bills one read per 1,000 index entries counted)."""
+        (result,) = self._query(source=source, state=state).count(alias="n").get()
+        return int(result[0].value)
+
+    def tasks_to_show(self) -> list[Task]:
+        """Tasks that carry an error (failed, or pending a retry) or whose export is in flight, in one query (a
+        disjunction of single-field filters: each served by its automatic index)."""
+        query = self._tasks.where(
+            filter=Or(
+                [
+                    FieldFilter("error", "!=", None),
+                    *(FieldFilter("state", "==", state) for state in IN_FLIGHT_STATES),
+                ]
+            )
+        )
         return [task_from_snapshot(s) for s in query.stream()]
 
     def _transition(self, task: Task, changes: dict[str, Any], fence: Fence | None = None) -> Task | None:

@@ -20,6 +20,7 @@ from shared.app.lease import HANDOVER_HOLDER, Fence, Lease, decide_acquire, deci
 from shared.core.errors import LeaseLost
 from shared.core.tasks import (
     FINISHED_STATES,
+    IN_FLIGHT_STATES,
     OPEN_STATES,
     CreateResult,
     Task,
@@ -124,6 +125,13 @@ class InMemoryState:
 
     def all_tasks(self, *, source: str | None = None) -> list[Task]:
         return self._select() if source is None else self._select(source=source)
+
+    def count_tasks(self, state: TaskState, *, source: str) -> int:
+        return len(self._select(source=source, state=state))
+
+    def tasks_to_show(self) -> list[Task]:
+        with self._lock:
+            return [replace(t) for t in self.tasks.values() if t.error is not None or t.state in IN_FLIGHT_STATES]
 
     # ---- tasks: transitions -----------------------------------------------------------------------
 
