@@ -211,6 +211,11 @@ class WorkerSettings:
     stuck_min_seconds: float = 600
 
 
+DEFAULT_FIRESTORE_WRITES_PER_SECOND = 500
+"""Firestore's documented limit for a collection whose documents carry sequential indexed values ("Sharded
+timestamps"): the task queue's windows and order keys are."""
+
+
 @dataclass(frozen=True)
 class Config:
     project: str
@@ -227,7 +232,7 @@ class Config:
     lag_alert_seconds: float
     sqladmin_endpoint: str | None
     sources: tuple[SourceConfig, ...]
-    firestore_writes_per_second: float = 500
+    firestore_writes_per_second: float = DEFAULT_FIRESTORE_WRITES_PER_SECOND
 
     def source(self, name: str) -> SourceConfig:
         for source in self.sources:
@@ -498,5 +503,5 @@ def parse_config(doc: dict[str, Any], *, sqladmin_endpoint: str | None = None) -
         lag_alert_seconds=_positive(top, "lag_alert_seconds", 7200),
         sqladmin_endpoint=sqladmin_endpoint,
         sources=sources,
-        firestore_writes_per_second=_positive(firestore, "writes_per_second", 500),
+        firestore_writes_per_second=_positive(firestore, "writes_per_second", DEFAULT_FIRESTORE_WRITES_PER_SECOND),
     )
