@@ -151,6 +151,7 @@ class _Sender:
 
     def send(self, batch: Sequence[tuple[Any, Any]]) -> None:
         pending = list(batch)
+        refused = 0
         for attempt in range(RETRY_ATTEMPTS):
             if attempt:
                 self.sleep(min(0.1 * 2**attempt, 5.0))
@@ -171,13 +172,15 @@ class _Sender:
                         self.outcome.existed.append(reference.id)
                     elif status.code in RETRYABLE:
                         retry.append((reference, write))
+                        refused = status.code
                     else:
                         raise gexc.from_grpc_status(status.code, f"creating {reference.id}: {status.message}")
             if not retry:
                 return
             pending = retry
-        code = response.status[0].code if response.status else 14
-        raise gexc.from_grpc_status(code, f"{len(pending)} documents still refused after {RETRY_ATTEMPTS} attempts")
+        raise gexc.from_grpc_status(
+            refused, f"{len(pending)} documents still refused after {RETRY_ATTEMPTS} attempts, e.g. {pending[0][0].id}"
+        )
 
 
 def create_all(
