@@ -266,8 +266,9 @@ class CountingState:
     # tasks: planning and reading
     def create_tasks(self, tasks: Sequence[Task], *, force_token: str | None = None) -> Any:
         result = self.inner.create_tasks(tasks, force_token=force_token)
-        # Create-only writes (one per task; a refused one counted as a write too) and a read of the tasks that
-        # existed only when the request may change them: what the adapter reports.
+        # Create-only writes (one per task) and a read of the tasks that existed only when the request may change
+        # them: what the adapter reports. A create refused because the document exists is counted as a write,
+        # an upper bound: a failed RPC is not billed, per a Firestore maintainer (googleapis/google-cloud-go#2765).
         self._n("read", result.reads)
         self._n("write", result.writes)
         self.created += result.created

@@ -12,7 +12,9 @@ So documents are encoded straight into the raw `Write` protobuf, exactly as `Doc
 (`exists: false` precondition, server timestamps as field transforms; tests/test_firestore_bulk.py compares the two
 byte for byte), and sent in `BatchWrite` requests (documented: "does not apply the write operations atomically ...
 Each write succeeds or fails independently", at most one write per document) from a few threads while the next
-batch is encoded. A write answered ALREADY_EXISTS is a document that was there: counted, not retried. ABORTED,
+batch is encoded. A write answered ALREADY_EXISTS is a document that was there: counted, not retried (the code
+Firestore answers a create of an existing document: "6 ALREADY_EXISTS: Document already exists", as reported from
+production in firebase/firebase-js-sdk#5549; the emulator answers the same per write). ABORTED,
 RESOURCE_EXHAUSTED and UNAVAILABLE are retried with backoff (the codes the library retries a whole `batch_write`
 on); anything else is raised.
 

@@ -208,8 +208,11 @@ class FirestoreTasks:
         return int(result[0].value)
 
     def tasks_to_show(self) -> list[Task]:
-        """Tasks that carry an error (failed, or pending a retry) or whose export is in flight, in one query (a
-        disjunction of single-field filters: each served by its automatic index)."""
+        """Tasks that carry an error (failed, or pending a retry) or whose export is in flight, in one query.
+
+        Firestore runs an OR as its disjunctive normal form (documented, at most 30 branches), here three
+        single-field branches, each served by its automatic index. A `!=` branch inside an OR is accepted by the
+        emulator; that Firestore accepts it too is inferred (its documented OR limits name only not-in)."""
         query = self._tasks.where(
             filter=Or(
                 [
