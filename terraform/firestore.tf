@@ -15,25 +15,43 @@ resource "google_firestore_database" "cdc" {
   depends_on = [google_project_service.enabled]
 }
 
-# The worker's hot query: tasks where instance == X and state == "pending" order by order_key.
-resource "google_firestore_index" "tasks_pending_by_instance" {
+# Composite indexes for every query on the tasks collection that names more than one field
+# (tests/test_firestore_indexes.py records the queries the code issues and checks each is served here).
+# Single-field queries (state, low, source, error != null) use Firestore's automatic single-field indexes.
+locals {
+  task_indexes = {
+    # The worker's hot query: instance == X and state == "pending" order by order_key (also `cdc status`'s next task).
+    tasks_pending_by_instance = ["instance", "state", "order_key"]
+    # Open tasks of an instance (has_open_tasks, the chain's recovery of in-flight tasks).
+    tasks_by_instance_state = ["instance", "state"]
+    # Done tasks whose watermark/manifest bookkeeping has not run yet.
+    tasks_unfinalized = ["instance", "state", "finalized"]
+    # `cdc status`: a source's pending tasks, counted by aggregation.
+    tasks_by_source_state = ["source", "state"]
+  }
+}
+
+resource "google_firestore_index" "tasks" {
+  for_each = local.task_indexes
+
   project     = var.project_id
   database    = local.firestore_database
   collection  = "${var.pipeline.firestore_prefix}tasks"
   query_scope = "COLLECTION"
 
-  fields {
-    field_path = "instance"
-    order      = "ASCENDING"
-  }
-  fields {
-    field_path = "state"
-    order      = "ASCENDING"
-  }
-  fields {
-    field_path = "order_key"
-    order      = "ASCENDING"
+  dynamic "fields" {
+    for_each = each.value
+    content {
+      field_path = fields.value
+      order      = "ASCENDING"
+    }
   }
 
   depends_on = [google_project_service.enabled]
+}
+
+# The worker's index was a resource of its own before the others joined it.
+moved {
+  from = google_firestore_index.tasks_pending_by_instance
+  to   = google_firestore_index.tasks["tasks_pending_by_instance"]
 }

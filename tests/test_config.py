@@ -56,6 +56,7 @@ def test_defaults() -> None:
     config = parse_config(minimal())
     source = config.sources[0]
     assert (config.root, config.firestore_database, config.firestore_prefix) == ("cdc", "(default)", "cdc_")
+    assert config.firestore_writes_per_second == 500  # Firestore's limit for sequential indexed values
     assert (config.ticks_topic, config.work_topic, config.backfill_max_windows) == ("cdc-ticks", "cdc-work", 2000)
     assert config.layout.table == "keys/table.j2" and config.lag_alert_seconds == 7200
     assert config.worker.budget_seconds == 300 and config.worker.max_attempts == 3
@@ -171,6 +172,7 @@ def test_load_config_rejects_colliding_object_keys() -> None:
         ("worker.poll_initial_seconds", 10, "worker.poll_initial_seconds", "is larger than worker.poll_max_seconds"),
         ("backfill.max_windows", -1, "backfill.max_windows", "is not a positive integer"),
         ("firestore.prefix", "a/b", "firestore.prefix", "is not a collection prefix"),
+        ("firestore.writes_per_second", 0, "firestore.writes_per_second", "is not a positive number"),
         ("topics.work", "x", "topics.work", "is not a Pub/Sub topic name"),
     ],
 )

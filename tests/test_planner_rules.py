@@ -208,6 +208,9 @@ def test_a_backfill_queues_only_its_tables_behind_live_work_and_logs_its_counts(
         "tasks_created": 4,
         "tasks_forced": 0,
         "tasks_existing": 0,
+        "document_reads": 0,  # create-only writes: a backfill reads no task
+        "document_writes": 4,
+        "seconds": 0.0,  # the fake clock does not move
         "message_id": "bf-1",
     }
 

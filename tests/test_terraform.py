@@ -398,12 +398,14 @@ def test_config_reaches_the_functions_as_cdc_config() -> None:
     assert "work = google_pubsub_topic.work.name" in config
 
 
-def test_firestore_index_serves_the_workers_query() -> None:
+def test_firestore_indexes_are_on_the_tasks_collection_of_the_pipelines_database() -> None:
+    """Which fields each index has is tests/test_firestore_indexes.py's (against the queries the code issues)."""
     (index,) = resources("google_firestore_index").values()
     assert index["collection"] == "${var.pipeline.firestore_prefix}tasks"
     assert index["database"] == "${local.firestore_database}"
-    fields = [(f["field_path"], f["order"]) for f in index["fields"]]
-    assert fields == [("instance", "ASCENDING"), ("state", "ASCENDING"), ("order_key", "ASCENDING")]
+    assert index["for_each"] == "${local.task_indexes}"
+    (fields,) = index["dynamic"]
+    assert fields["fields"]["content"] == [{"field_path": "${fields.value}", "order": "ASCENDING"}]
     pipeline_type = variables()["pipeline"]["type"]
     assert 'firestore_prefix = optional(string, "cdc_")' in pipeline_type
     db = resource("google_firestore_database", "cdc")

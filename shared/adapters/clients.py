@@ -38,7 +38,9 @@ class Clients:
     @cached_property
     def state(self) -> StateStore:
         client = firestore.Client(project=self.config.project, database=self.config.firestore_database)
-        return StateStore(client, self.config.firestore_prefix)
+        return StateStore(
+            client, self.config.firestore_prefix, writes_per_second=self.config.firestore_writes_per_second
+        )
 
     @cached_property
     def bus(self) -> Bus:

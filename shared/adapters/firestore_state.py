@@ -47,8 +47,11 @@ ERRORS: ErrorTable = (
 class StateStore(FirestoreTasks, FirestoreProgress, FirestoreLeases):
     """Typed access to the pipeline's Firestore collections (follows shared.app.ports.StateStore)."""
 
-    def __init__(self, client: firestore.Client, prefix: str = "cdc_") -> None:
+    def __init__(
+        self, client: firestore.Client, prefix: str = "cdc_", *, writes_per_second: float | None = None
+    ) -> None:
         self.client = client
+        self.writes_per_second = writes_per_second
         self._tasks = client.collection(f"{prefix}tasks")
         self._watermarks = client.collection(f"{prefix}watermarks")
         self._watermark_log = client.collection(f"{prefix}watermark_log")

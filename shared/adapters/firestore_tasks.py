@@ -13,23 +13,27 @@ from typing import Any
 import pendulum
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter
+from google.cloud.firestore_v1.base_query import FieldFilter, Or
 
+from shared.adapters.firestore_bulk import WritePacer, create_all
 from shared.app.lease import Fence
 from shared.core.tasks import (
     FINISHED_STATES,
+    IN_FLIGHT_STATES,
     OPEN_STATES,
     CreateResult,
     Task,
     TaskState,
+    may_promote,
     next_generation,
     rank_changes,
 )
 from shared.core.windows import ts_nodash
 
 BATCH_SIZE = 400
+"""Documents per batched read (get_all) of tasks that existed when planned again."""
 _FORCE_ATTEMPTS = 5
-"""Tasks per batched commit (Firestore allows 500 writes per commit)."""
+_DOC_FIELDS = tuple(f for f in Task.__dataclass_fields__ if f != "update_time")
 _TIMESTAMP_FIELDS = ("low", "high", "not_before", "created_at", "submitted_at", "done_at")
 
 
@@ -39,8 +43,9 @@ def utc(value: datetime | None) -> pendulum.DateTime | None:
 
 
 def task_to_doc(task: Task) -> dict[str, Any]:
-    doc = asdict(task)
-    doc.pop("update_time")
+    """The task's document (a shallow copy: `dataclasses.asdict` deep-copies every window bound, a third of the
+    planner's time on a long backfill)."""
+    doc = {name: getattr(task, name) for name in _DOC_FIELDS}
     doc.update(kind=task.kind, order_key=task.order_key, window=ts_nodash(task.low))
     if doc["created_at"] is None:
         doc["created_at"] = firestore.SERVER_TIMESTAMP
@@ -68,46 +73,62 @@ class FirestoreTasks:
     _tasks: Any
     check_fence: Callable[[Any, Fence], None]
     """From FirestoreLeases: the fence's check inside a transaction."""
+    writes_per_second: float | None = None
+    """Pace of planning's creates (None: unpaced); set from the configuration by the StateStore."""
 
     def create_tasks(self, tasks: Sequence[Task], *, force_token: str | None = None) -> CreateResult:
         """Create the tasks that do not exist yet; with `force_token`, re-queue finished ones once.
+
+        Create-only writes (`exists: false`) in non-atomic batches (firestore_bulk.py): a document that exists
+        answers ALREADY_EXISTS and is left as it is, so a redelivered plan reads nothing and changes nothing. Only
+        the documents that existed are read, and only when the request may change them: a forced backfill, or a
+        rank above the lowest (a live window a backfill created first is promoted).
 
         Re-queuing bumps the generation, so the forced export writes to a new object. The token (the
         backfill message id) is stored on the task: a redelivered forced backfill changes nothing. A pending task
         planned again at a higher priority (a live window a backfill created first) is promoted; a forced one
         takes the forcing request's rank: a backfill never goes before live work, whoever wrote the document.
         """
-        created = forced = existing = 0
-        for chunk in _chunks(tasks, BATCH_SIZE):
-            refs = [self._tasks.document(t.id) for t in chunk]
-            snaps = {s.id: s for s in self.client.get_all(refs) if s.exists}
-            batch = self.client.batch()
-            missing = [(t, r) for t, r in zip(chunk, refs, strict=True) if t.id not in snaps]
-            for task, ref in missing:
-                # A task created by a forced backfill carries its token too: the redelivered request
-                # must not force it again.
-                batch.create(ref, {**task_to_doc(task), "force_token": force_token or task.force_token})
-            if missing:
-                self._commit_tolerating_races(batch, missing, force_token)
-            created += len(missing)
-            existing += len(snaps)
-            if force_token:
-                forced += sum(self._force(snaps[t.id], force_token, t) for t in chunk if t.id in snaps)
-            else:
-                for task in chunk:
-                    if task.id in snaps:
-                        self._promote(snaps[task.id], task)
-        return CreateResult(created=created, forced=forced, existing=existing)
+        pacer = WritePacer(self.writes_per_second) if self.writes_per_second else None
+        documents = (
+            # A task created by a forced backfill carries its token too: the redelivered request must not force it.
+            (self._tasks.document(t.id), {**task_to_doc(t), "force_token": force_token or t.force_token})
+            for t in tasks
+        )
+        outcome = create_all(self.client, documents, pacer=pacer)
+        existed = set(outcome.existed)
+        again = [t for t in tasks if t.id in existed and (force_token or may_promote(t))]
+        forced = reads = writes = 0
+        for chunk in _chunks(list({t.id: t for t in again}.values()), BATCH_SIZE):
+            snaps = {s.id: s for s in self.client.get_all([self._tasks.document(t.id) for t in chunk]) if s.exists}
+            reads += len(chunk)
+            for task in chunk:
+                if task.id not in snaps:
+                    continue
+                if force_token:
+                    changed = self._force(snaps[task.id], force_token, task)
+                    forced += changed
+                else:
+                    changed = self._promote(snaps[task.id], task)
+                writes += changed
+        return CreateResult(
+            created=len(outcome.created),
+            forced=forced,
+            existing=len(outcome.existed),
+            reads=reads,
+            writes=outcome.writes + writes,
+        )
 
-    def _promote(self, snap: Any, requested: Task) -> None:
+    def _promote(self, snap: Any, requested: Task) -> bool:
         """A pending task queued again at a higher priority (live before backfill) takes that rank."""
         current = task_from_snapshot(snap)
         if current.state != "pending" or requested.priority >= current.priority:
-            return
+            return False
         with contextlib.suppress(gexc.FailedPrecondition):  # claimed meanwhile: it is running already
             snap.reference.update(
                 rank_changes(current, requested), option=self.client.write_option(last_update_time=snap.update_time)
             )
+        return True
 
     def _force(self, snap: Any, token: str, requested: Task) -> bool:
         """Re-queue a finished task once per token. A concurrent change (the worker finalizing it) makes the
@@ -139,19 +160,6 @@ class FirestoreTasks:
                 continue
             return True
         raise gexc.Aborted(f"task {requested.id} kept changing while a forced backfill re-queued it")
-
-    def _commit_tolerating_races(
-        self, batch: Any, missing: Sequence[tuple[Task, Any]], force_token: str | None
-    ) -> None:
-        """Commit a batch of creates; if another planner raced us, create the rest one by one."""
-        try:
-            batch.commit()
-        except (gexc.AlreadyExists, gexc.Conflict):
-            for task, ref in missing:
-                try:
-                    ref.create({**task_to_doc(task), "force_token": force_token or task.force_token})
-                except (gexc.AlreadyExists, gexc.Conflict):
-                    continue
 
     def get_tasks(self, ids: Iterable[str]) -> dict[str, Task]:
         refs = [self._tasks.document(i) for i in ids]
@@ -198,6 +206,28 @@ class FirestoreTasks:
 
     def all_tasks(self, *, source: str | None = None) -> list[Task]:
         query = self._tasks if source is None else self._query(source=source)
+        return [task_from_snapshot(s) for s in query.stream()]
+
+    def count_tasks(self, state: TaskState, *, source: str) -> int:
+        """How many of the source's tasks are in `state`: a count aggregation (no document is read; Firestore
+        bills one read per 1,000 index entries counted)."""
+        (result,) = self._query(source=source, state=state).count(alias="n").get()
+        return int(result[0].value)
+
+    def tasks_to_show(self) -> list[Task]:
+        """Tasks that carry an error (failed, or pending a retry) or whose export is in flight, in one query.
+
+        Firestore runs an OR as its disjunctive normal form (documented, at most 30 branches), here three
+        single-field branches, each served by its automatic index. A `!=` branch inside an OR is accepted by the
+        emulator; that Firestore accepts it too is inferred (its documented OR limits name only not-in)."""
+        query = self._tasks.where(
+            filter=Or(
+                [
+                    FieldFilter("error", "!=", None),
+                    *(FieldFilter("state", "==", state) for state in IN_FLIGHT_STATES),
+                ]
+            )
+        )
         return [task_from_snapshot(s) for s in query.stream()]
 
     def _transition(self, task: Task, changes: dict[str, Any], fence: Fence | None = None) -> Task | None:

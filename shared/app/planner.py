@@ -139,6 +139,7 @@ def _log_lag(services: Services, source: SourceConfig, clock: pendulum.DateTime)
 def plan_backfill(request: Backfill, services: Services) -> None:
     """Queue a backfill behind live work. It never touches cursors or watermarks."""
     config = services.config
+    started = services.clock.monotonic()
     source = config.source(request.source)
     windows = backfill_windows(
         source.schedule,
@@ -160,6 +161,9 @@ def plan_backfill(request: Backfill, services: Services) -> None:
         tasks_created=created.created,
         tasks_forced=created.forced,
         tasks_existing=created.existing,
+        document_reads=created.reads,
+        document_writes=created.writes,
+        seconds=round(services.clock.monotonic() - started, 3),
         message_id=request.message_id,
     )
     _wake(services, [source.instance])

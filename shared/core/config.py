@@ -8,7 +8,9 @@ The document (defaults in brackets; `local/demo_config.json` is the documented e
     region              GCP region, e.g. europe-west1
     bucket              Cloud Storage bucket the exports go to
     root ["cdc"]        prefix of every object key, without leading or trailing '/'
-    firestore           {"database" ["(default)"], "prefix" ["cdc_"]}: database and collection name prefix
+    firestore           {"database" ["(default)"], "prefix" ["cdc_"], "writes_per_second" [500]}: database,
+                        collection name prefix, and the pace of planning's document creates (Firestore allows
+                        500 writes/s to a collection with sequential indexed values; an emulator has no limit)
     topics              {"ticks" ["cdc-ticks"], "work" ["cdc-work"]}: Pub/Sub topic names
     layout              {"table", "schema", "manifest", "verify"}: names of the object-key templates under templates/
                         [keys/table.j2, keys/schema.j2, keys/manifest.j2, keys/verify.j2]; see shared/core/templates.py
@@ -214,6 +216,11 @@ class WorkerSettings:
     pack: PackSettings = field(default_factory=PackSettings)
 
 
+DEFAULT_FIRESTORE_WRITES_PER_SECOND = 500
+"""Firestore's documented limit for a collection whose documents carry sequential indexed values ("Sharded
+timestamps"): the task queue's windows and order keys are."""
+
+
 @dataclass(frozen=True)
 class Config:
     project: str
@@ -230,6 +237,7 @@ class Config:
     lag_alert_seconds: float
     sqladmin_endpoint: str | None
     sources: tuple[SourceConfig, ...]
+    firestore_writes_per_second: float = DEFAULT_FIRESTORE_WRITES_PER_SECOND
 
     def source(self, name: str) -> SourceConfig:
         for source in self.sources:
@@ -471,7 +479,7 @@ def parse_config(doc: dict[str, Any], *, sqladmin_endpoint: str | None = None) -
         ("project", "region", "bucket", "root", "firestore", "topics", "layout", "backfill", "worker",
          "lag_alert_seconds", "sources"),
     )  # fmt: skip
-    firestore = top.obj("firestore", ("database", "prefix"))
+    firestore = top.obj("firestore", ("database", "prefix", "writes_per_second"))
     topics = top.obj("topics", ("ticks", "work"))
     layout_obj = top.obj("layout", ("table", "schema", "manifest", "verify"))
     layout = KeyLayout(
@@ -527,4 +535,5 @@ def parse_config(doc: dict[str, Any], *, sqladmin_endpoint: str | None = None) -
         lag_alert_seconds=_positive(top, "lag_alert_seconds", 7200),
         sqladmin_endpoint=sqladmin_endpoint,
         sources=sources,
+        firestore_writes_per_second=_positive(firestore, "writes_per_second", DEFAULT_FIRESTORE_WRITES_PER_SECOND),
     )

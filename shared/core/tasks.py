@@ -203,6 +203,12 @@ def rank_changes(current: Task, requested: Task) -> dict[str, Any]:
     return {"priority": ranked.priority, "backfill": ranked.backfill, "order_key": ranked.order_key}
 
 
+def may_promote(requested: Task) -> bool:
+    """Whether planning `requested` again can raise the rank of a task queued already: only a rank above the lowest
+    (backfill) can. When it cannot, planning need not read the documents that exist (a redelivered backfill)."""
+    return requested.priority < BACKFILL_PRIORITY
+
+
 def next_generation(task: Task) -> int:
     """The generation of a re-export (retry after a failure that left an object, requeue, force): the export
     API refuses to overwrite, so every re-export writes a new object name."""
@@ -211,11 +217,14 @@ def next_generation(task: Task) -> int:
 
 @dataclass(frozen=True)
 class CreateResult:
-    """What planning a batch of tasks did: newly created, re-queued by a force, already there."""
+    """What planning a batch of tasks did: newly created, re-queued by a force, already there; and the document
+    reads and writes it took (a create refused because the document exists is a write attempt, not a read)."""
 
     created: int
     forced: int
     existing: int
+    reads: int = 0
+    writes: int = 0
 
 
 WATERMARK_WALK_LIMIT = 500

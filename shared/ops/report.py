@@ -341,12 +341,13 @@ def _lag_html(report: Report) -> list[str]:
             if t.table == SCHEMA_ROW:
                 continue
             lag = "" if t.lag_seconds is None else f"{t.lag_seconds:.0f}"
+            pending = "-" if t.pending is None else t.pending
             out.append(
                 f'<tr class="lag-row{" lagging" if t.lagging else ""}" data-source="{escape(source.source)}"'
                 f' data-table="{escape(t.table)}" data-lag-seconds="{lag}">'
                 f"<td>{escape(source.source)}</td><td>{escape(t.table)}</td>"
                 f"<td>{_ts(t.watermark)}</td>"
-                f'<td class="num">{human_seconds(t.lag_seconds)}</td><td class="num">{t.pending}</td>'
+                f'<td class="num">{human_seconds(t.lag_seconds)}</td><td class="num">{pending}</td>'
                 f'<td class="num">{t.running}</td><td class="num">{t.failed}</td></tr>'
             )
     out.append("</table>")

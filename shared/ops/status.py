@@ -1,7 +1,11 @@
 """`cdc status`: the pipeline at a glance, per source instance and table, read from the StateStore.
 
-Reads only tasks that are not done (pending, submitting, running, failed: equality queries on `state`),
-the watermarks and the instances' leases, so it stays cheap however long the pipeline has run.
+It reads as few documents as it shows, so that it stays fast however long the queue is (a 30-day backfill of 50
+tables is 36,720 tasks): per source one count aggregation of its pending tasks and its instance's next pending
+task (the worker's own query), and for all sources one query for the tasks it lists (those that carry an error,
+failed or pending a retry, and those in flight); plus the watermarks and the instances' leases. Per-table pending
+counts are read only while the source has at most PENDING_DETAIL_LIMIT pending tasks (a long backfill shows its
+total and each table's lag instead).
 Lag is measured like the planner's freshness log: the clock minus the table's watermark, and a table is
 lagging when that exceeds `lag_alert_seconds`.
 
@@ -13,6 +17,7 @@ object is still there and the watermark already covers the window, so nothing is
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,11 +25,15 @@ from typing import Any
 import pendulum
 
 from shared.app.ports import StateStore
-from shared.core.config import Config
+from shared.core.config import Config, SourceConfig
 from shared.core.tasks import IN_FLIGHT_STATES, UNFINISHED_OR_FAILED, Task
 from shared.core.windows import lag_seconds
 
 SCHEMA_ROW = "(schema)"
+PENDING_DETAIL_LIMIT = 500
+"""Up to this many pending tasks in a source, its pending tasks are read and counted per table."""
+READERS = 6
+"""Reads in flight at once."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +99,8 @@ class TableStatus:
     watermark: pendulum.DateTime | None
     lag_seconds: float | None
     lagging: bool
-    pending: int
+    pending: int | None
+    """None when the source has more than PENDING_DETAIL_LIMIT pending tasks (not counted per table)."""
     running: int
     failed: int
     reexport_failed: int
@@ -131,6 +141,26 @@ class InFlight:
 
 
 @dataclass(frozen=True)
+class NextTask:
+    """The instance's next pending task in queue order (what its chain claims next, once `not_before` passed)."""
+
+    task: str
+    window: str
+    not_before: pendulum.DateTime | None
+
+    @classmethod
+    def of(cls, task: Task) -> NextTask:
+        return cls(task.id, f"[{task.low.isoformat()}, {task.high.isoformat()})", task.not_before)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "window": self.window,
+            "not_before": self.not_before.isoformat() if self.not_before else None,
+        }
+
+
+@dataclass(frozen=True)
 class SourceStatus:
     source: str
     instance: str
@@ -142,6 +172,8 @@ class SourceStatus:
     retrying: tuple[ErrorSeen, ...] = ()
     breaker: dict[str, Any] | None = None
     completeness: dict[str, Any] | None = None
+    pending: int = 0
+    next_task: NextTask | None = None
 
     @property
     def failed_tasks(self) -> list[ErrorSeen]:
@@ -161,6 +193,8 @@ class SourceStatus:
             "breaker": self.breaker,
             "completeness": self.completeness,
             "in_flight": self.in_flight.to_json() if self.in_flight else None,
+            "pending": self.pending,
+            "next": self.next_task.to_json() if self.next_task else None,
             "tables": [t.to_json() for t in self.tables],
             "failed_tasks": [e.to_json() for e in self.failed_tasks],
             "reexport_failures": [e.to_json() for e in self.warnings],
@@ -208,6 +242,7 @@ def _table_status(
     watermark: pendulum.DateTime | None,
     clock: pendulum.DateTime,
     threshold: float,
+    pending: int | None,
 ) -> TableStatus:
     counts = Counter(t.state for t in tasks)
     with_error = [t for t in tasks if t.error]
@@ -218,7 +253,7 @@ def _table_status(
         watermark=watermark,
         lag_seconds=lag,
         lagging=lag is not None and lag > threshold,
-        pending=counts["pending"],
+        pending=pending,
         running=counts["running"] + counts["submitting"],
         failed=counts["failed"] - sum(map(is_failed_reexport, tasks)),
         reexport_failed=sum(map(is_failed_reexport, tasks)),
@@ -297,22 +332,64 @@ def _errors(tasks: list[Task], state: str) -> tuple[ErrorSeen, ...]:
     return tuple(ErrorSeen.of(t) for t in sorted(chosen, key=lambda t: (t.low, t.table or "", t.id)))
 
 
+def _pending_by_table(state: StateStore, source: SourceConfig, total: int) -> Counter[str | None] | None:
+    """The source's pending tasks per table (None: the schema), read only while there are few of them."""
+    if total > PENDING_DETAIL_LIMIT:
+        return None
+    pending = state.tasks_in_state("pending", instance=source.instance)
+    return Counter(t.table for t in pending if t.source == source.name)
+
+
+@dataclass(frozen=True)
+class _SourceReads:
+    """What status reads for one source, fetched concurrently (each a query or a document read)."""
+
+    pending: int
+    upcoming: list[Task]
+    lease: Any
+    breaker: dict[str, Any] | None
+    completeness: dict[str, Any]
+
+
+def _read_source(state: StateStore, source: SourceConfig) -> _SourceReads:
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        pending = pool.submit(state.count_tasks, "pending", source=source.name)
+        upcoming = pool.submit(state.next_pending, source.instance, limit=1)
+        lease = pool.submit(state.get_lease, source.instance)
+        breaker = pool.submit(instance_breaker, state, source.instance)
+        done = pool.submit(completeness, state, source.name, source.table_names)
+        return _SourceReads(pending.result(), upcoming.result(), lease.result(), breaker.result(), done.result())
+
+
 def collect_status(config: Config, state: StateStore, *, clock: pendulum.DateTime | None = None) -> Status:
     """The status of every configured source; `clock` (default now) is what lag is measured against.
-    Operation ages are always measured against the wall clock."""
+    Operation ages are always measured against the wall clock. The reads run concurrently: each query costs a
+    round trip (and, on the emulator, a scan of the collection)."""
     now = pendulum.now("UTC")
     clock = clock or now
     threshold = config.lag_alert_seconds
-    open_tasks = [t for s in UNFINISHED_OR_FAILED for t in state.tasks_in_state(s)]
-    watermarks = state.watermarks()
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        shown_future = pool.submit(state.tasks_to_show)
+        watermarks_future = pool.submit(state.watermarks)
+        reads_futures = [pool.submit(_read_source, state, source) for source in config.sources]
+        shown = [t for t in shown_future.result() if t.state in UNFINISHED_OR_FAILED]
+        watermarks = watermarks_future.result()
+        all_reads = [f.result() for f in reads_futures]
     sources = []
-    for source in config.sources:
-        mine = [t for t in open_tasks if t.source == source.name]
-        rows = [_table_status(SCHEMA_ROW, [t for t in mine if t.table is None], None, clock, threshold)]
+    for source, reads in zip(config.sources, all_reads, strict=True):
+        mine = [t for t in shown if t.source == source.name]
+        by_table = _pending_by_table(state, source, reads.pending)
+        rows = [
+            _table_status(
+                SCHEMA_ROW, [t for t in mine if t.table is None], None, clock, threshold,
+                by_table[None] if by_table is not None else None,
+            )
+        ]  # fmt: skip
         for table in source.table_names:
             tasks = [t for t in mine if t.table == table]
-            rows.append(_table_status(table, tasks, watermarks.get((source.name, table)), clock, threshold))
-        lease = state.get_lease(source.instance)
+            count = by_table[table] if by_table is not None else None
+            rows.append(_table_status(table, tasks, watermarks.get((source.name, table)), clock, threshold, count))
+        lease = reads.lease
         live_lease = lease is not None and lease.expires > now
         sources.append(
             SourceStatus(
@@ -324,8 +401,10 @@ def collect_status(config: Config, state: StateStore, *, clock: pendulum.DateTim
                 tables=tuple(rows),
                 failures=_errors(mine, "failed"),
                 retrying=_errors(mine, "pending"),
-                breaker=instance_breaker(state, source.instance),
-                completeness=completeness(state, source.name, source.table_names),
+                breaker=reads.breaker,
+                completeness=reads.completeness,
+                pending=reads.pending,
+                next_task=NextTask.of(reads.upcoming[0]) if reads.upcoming else None,
             )
         )
     return Status(clock=clock, threshold_seconds=threshold, sources=tuple(sources))
@@ -386,13 +465,22 @@ def format_status(status: Status) -> str:
             )
         else:
             lines.append("  in flight: nothing")
+        queue = f"  queue: {source.pending:,} pending"
+        if source.next_task:
+            upcoming = source.next_task
+            queue += f", next {upcoming.task}"
+            if upcoming.not_before:
+                queue += f" (not before {upcoming.not_before.isoformat()})"
+        if any(t.pending is None for t in source.tables):
+            queue += f"; per table counted up to {PENDING_DETAIL_LIMIT:,} pending"
+        lines.append(queue)
         lines.append(f"  {'TABLE':<12} {'WATERMARK':<26} {'LAG':>7}  {'PENDING':>7} {'RUNNING':>7} {'FAILED':>6}")
         for t in source.tables:
             watermark = t.watermark.isoformat() if t.watermark else "-"
             flag = "  LAGGING" if t.lagging else ""
             lines.append(
                 f"  {t.table:<12} {watermark:<26} {human_seconds(t.lag_seconds):>7}  "
-                f"{t.pending:>7} {t.running:>7} {t.failed:>6}{flag}"
+                f"{'-' if t.pending is None else t.pending:>7} {t.running:>7} {t.failed:>6}{flag}"
             )
         lines.extend(_error_lines(source))
         lines.extend(_completeness_lines(source))

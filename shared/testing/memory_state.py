@@ -20,10 +20,12 @@ from shared.app.lease import HANDOVER_HOLDER, Fence, Lease, decide_acquire, deci
 from shared.core.errors import LeaseLost
 from shared.core.tasks import (
     FINISHED_STATES,
+    IN_FLIGHT_STATES,
     OPEN_STATES,
     CreateResult,
     Task,
     TaskState,
+    may_promote,
     next_generation,
     rank_changes,
     walk_watermark,
@@ -55,7 +57,9 @@ class InMemoryState:
     # ---- tasks: planning and reading ---------------------------------------------------------------
 
     def create_tasks(self, tasks: Sequence[Task], *, force_token: str | None = None) -> CreateResult:
-        created = forced = existing = 0
+        """As the Firestore adapter: a create-only write per task (one that exists is left as it is), then a read of
+        the tasks that existed only when the request may change them (forced, or a rank above the lowest)."""
+        created = forced = existing = reads = changes = 0
         with self._lock:
             for task in tasks:
                 current = self.tasks.get(task.id)
@@ -64,9 +68,13 @@ class InMemoryState:
                     created += 1
                     continue
                 existing += 1
+                if not force_token and not may_promote(task):
+                    continue
+                reads += 1
                 if not force_token and current.state == "pending" and task.priority < current.priority:
                     ranks = rank_changes(current, task)
                     self._store(replace(current, priority=ranks["priority"], backfill=ranks["backfill"]))
+                    changes += 1
                 if force_token and current.force_token != force_token and current.state in FINISHED_STATES:
                     self._store(
                         replace(
@@ -86,7 +94,8 @@ class InMemoryState:
                         )
                     )
                     forced += 1
-        return CreateResult(created=created, forced=forced, existing=existing)
+                    changes += 1
+        return CreateResult(created=created, forced=forced, existing=existing, reads=reads, writes=len(tasks) + changes)
 
     def get_tasks(self, ids: Iterable[str]) -> dict[str, Task]:
         with self._lock:
@@ -120,6 +129,13 @@ class InMemoryState:
 
     def all_tasks(self, *, source: str | None = None) -> list[Task]:
         return self._select() if source is None else self._select(source=source)
+
+    def count_tasks(self, state: TaskState, *, source: str) -> int:
+        return len(self._select(source=source, state=state))
+
+    def tasks_to_show(self) -> list[Task]:
+        with self._lock:
+            return [replace(t) for t in self.tasks.values() if t.error is not None or t.state in IN_FLIGHT_STATES]
 
     # ---- tasks: transitions -----------------------------------------------------------------------
 

@@ -1,0 +1,98 @@
+"""Planning against the Firestore emulator: create-only writes, so a redelivered plan reads nothing and changes
+nothing, and a plan that meets existing documents creates only the missing ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pendulum
+import pytest
+from google.cloud import firestore
+
+from shared.adapters.firestore_state import StateStore
+from shared.core.tasks import BACKFILL_PRIORITY, LIVE_PRIORITY, Task
+
+pytestmark = pytest.mark.stack
+
+LOW = pendulum.datetime(2026, 1, 1, tz="UTC")
+INSTANCE = "cdc-local:shop-pg"
+
+
+def _tasks(windows: int, tables: tuple[str | None, ...], priority: int = BACKFILL_PRIORITY) -> list[Task]:
+    return [
+        Task("shop", INSTANCE, "shop", table, LOW.add(hours=h), LOW.add(hours=h + 1), priority=priority,
+             backfill=priority == BACKFILL_PRIORITY)
+        for h in range(windows)
+        for table in tables
+    ]  # fmt: skip
+
+
+class _CountingReads:
+    """The client, counting the documents planning reads (get_all) by id."""
+
+    def __init__(self, client: firestore.Client) -> None:
+        self._client = client
+        self.read_ids: list[str] = []
+
+    def get_all(self, refs: Any, *args: Any, **kwargs: Any) -> Any:
+        refs = list(refs)
+        self.read_ids.extend(r.id for r in refs)
+        return self._client.get_all(refs, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def _store(prefix: str) -> tuple[StateStore, _CountingReads]:
+    client = firestore.Client(project="cdc-local")
+    state = StateStore(client, prefix)
+    spy = _CountingReads(client)
+    state.client = spy  # type: ignore[assignment]
+    return state, spy
+
+
+def test_a_redelivered_backfill_reads_no_document_and_changes_none(clean_stack: Any) -> None:
+    """Defect (before): planning read every task by id before writing (36,720 reads for the load run's backfill,
+    and as many again on each redelivery)."""
+    state, spy = _store("redeliver_")
+    tasks = _tasks(30, (None, "orders", "payments"))
+    first = state.create_tasks(tasks)
+    assert (first.created, first.existing, first.reads) == (90, 0, 0)
+    claimed = state.claim(state.next_pending(INSTANCE)[0], uri="gs://b/o.csv", generation=1, now=LOW)
+    assert claimed is not None
+    before = {s.id: s.update_time for s in state._tasks.stream()}
+
+    again = state.create_tasks(tasks)
+
+    assert (again.created, again.existing, again.forced, again.reads) == (0, 90, 0, 0)
+    assert spy.read_ids == []
+    assert {s.id: s.update_time for s in state._tasks.stream()} == before
+    assert state.get_task(claimed.id) == claimed  # its state, attempts and uri are kept
+
+
+def test_a_plan_meeting_existing_documents_creates_only_the_missing_ones(clean_stack: Any) -> None:
+    state, _ = _store("partial_")
+    tasks = _tasks(4, ("orders",))
+    state.create_tasks(tasks[1:3])
+    done = state.get_task(tasks[1].id)
+    assert done is not None
+    state.mark_done(done, LOW)
+    kept = {t.id: state.get_task(t.id) for t in tasks[1:3]}
+
+    result = state.create_tasks(tasks)
+
+    assert (result.created, result.existing, result.reads) == (2, 2, 0)
+    assert {t.id: state.get_task(t.id) for t in tasks[1:3]} == kept
+    assert {t.id for t in state.all_tasks()} == {t.id for t in tasks}
+
+
+def test_a_live_plan_reads_only_the_tasks_that_existed_and_promotes_them(clean_stack: Any) -> None:
+    state, spy = _store("promote_")
+    state.create_tasks(_tasks(2, ("orders",)))  # a backfill queued them first
+    live = _tasks(3, ("orders",), priority=LIVE_PRIORITY)
+
+    result = state.create_tasks(live)
+
+    assert (result.created, result.existing) == (1, 2)
+    assert sorted(spy.read_ids) == sorted(t.id for t in live[:2])  # the created one is not read
+    assert {(t.priority, t.backfill) for t in state.all_tasks()} == {(LIVE_PRIORITY, False)}
