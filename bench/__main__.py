@@ -14,6 +14,7 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from bench import cost
 from bench.baseline import BaselineRun, ClientPool, run_baseline
@@ -102,16 +103,29 @@ def _up(stack: Stack) -> StackInfo:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="leave the bench stack running afterwards")
+    parser.add_argument(
+        "--port-base",
+        type=int,
+        default=int(os.environ.get("CDC_BENCH_PORT_BASE", PORT_BASE)),
+        help=f"first port of the bench stack (env CDC_BENCH_PORT_BASE; default {PORT_BASE})",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("CDC_BENCH_STACK_DIR", STATE_DIR)),
+        help=f"state folder of the bench stack (env CDC_BENCH_STACK_DIR; default {STATE_DIR})",
+    )
     args = parser.parse_args(argv)
     began = time.monotonic()
     found: dict[str, float] = {}
 
-    STATE_DIR.mkdir(exist_ok=True)
-    config_path = STATE_DIR / "bench_config.json"
+    state_dir: Path = args.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    config_path = state_dir / "bench_config.json"
     doc = config_doc()
     config_path.write_text(json.dumps(doc, indent=2) + "\n")
-    stack = Stack(state_dir=STATE_DIR, port_base=PORT_BASE, config_path=config_path)
-    print(f"== bench stack in {STATE_DIR} (port base {PORT_BASE})")
+    stack = Stack(state_dir=state_dir, port_base=args.port_base, config_path=config_path)
+    print(f"== bench stack in {state_dir} (port base {args.port_base})")
     try:
         info = _up(stack)
         print(f"   up in {info.startup_seconds:.1f} s (started {len(info.started)}, reused {len(info.reused)})")
