@@ -1,0 +1,103 @@
+"""When to poll an export's operation: sparsely before the moment it is predicted to end, densely around it.
+
+A poll (`operations.get`) costs quota, shared by every chain of the project (shared/app/budget.py); a poll too late
+costs dead time, the instance idling between one export's end and the next one's start. Cloud SQL exports have a
+large fixed overhead, so a table's recent durations predict the next one well. Pure: no clock, no I/O.
+
+- `forecast`: from recent durations (seconds from the API accepting an export to its end), the window [low, high]
+  in which the next export is expected to end. With three or more durations their own spread sets the margin
+  (k draws of a duration fall short of its true range by about range / (k - 1) at each end); with fewer, a
+  configured fraction of the median does. Durations far from the median (a retry's wait, a one-off) are left out.
+- `PollPlan.delay`: at an export's age, how long to wait before the next poll. Before the window: one wait until
+  its first poll (at most `poll_sparse_seconds`, so a long export is still looked at now and then). Inside it:
+  `calls` polls evenly spaced up to its end (for an end spread evenly over the window, the mean detection lag is
+  half a step). Past it (the forecast was wrong), and when nothing predicts the end: the growing schedule
+  (`poll_fraction` of the age, between `poll_initial_seconds` and `poll_max_seconds`).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from shared.core.config import WorkerSettings
+
+MIN_INTERVAL_SECONDS = 0.01
+"""No two polls closer than this: below it a poll's own round trip dominates."""
+MIN_MARGIN_FRACTION = 0.01
+"""However steady the durations, the window is at least this fraction of the duration wide on each side."""
+OUTLIER_FACTOR = 2.0
+"""Durations more than this factor away from the median are left out of the window."""
+
+Basis = Literal["table", "instance"]
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """The export is expected to end between `low` and `high` seconds after the API accepted it."""
+
+    low: float
+    high: float
+    basis: Basis
+    """`table`: the table's own recent exports; `instance`: this chain's recent exports of other tables."""
+    samples: int
+
+
+def forecast(durations: Sequence[float], spread: float, basis: Basis) -> Forecast | None:
+    """The window in which the next export ends, from recent durations in seconds; None without any."""
+    known = [d for d in durations if d > 0 and math.isfinite(d)]
+    if not known:
+        return None
+    median = statistics.median(known)
+    kept = [d for d in known if median / OUTLIER_FACTOR <= d <= median * OUTLIER_FACTOR]
+    shortest, longest = min(kept), max(kept)
+    if len(kept) >= 3:
+        margin = max((longest - shortest) / (len(kept) - 1), MIN_MARGIN_FRACTION * median)
+    else:
+        margin = spread * median
+    return Forecast(max(0.0, shortest - margin), longest + margin, basis, len(kept))
+
+
+def window_calls(wanted: int, affordable: float) -> int:
+    """How many polls to spread over the window: as configured, fewer if the chain's share of the call budget
+    cannot pay for them before the window ends (at least one)."""
+    return max(1, min(wanted, math.floor(affordable)))
+
+
+@dataclass(frozen=True)
+class PollPlan:
+    """One export's polling schedule."""
+
+    forecast: Forecast | None
+    calls: int
+    settings: WorkerSettings
+
+    @property
+    def step(self) -> float:
+        """The interval between two polls inside the forecast window."""
+        if self.forecast is None:
+            return self.settings.poll_initial_seconds
+        return max(MIN_INTERVAL_SECONDS, (self.forecast.high - self.forecast.low) / max(1, self.calls))
+
+    def delay(self, age: float, *, first: bool = False) -> float:
+        """Seconds to wait before the next poll of an export accepted `age` seconds ago. `first`: nothing was read
+        yet; an export that may already be over (a resumed one) is read at once."""
+        f = self.forecast
+        if first and age >= (f.low if f is not None else self.settings.poll_initial_seconds):
+            return 0.0
+        if f is None:
+            return self._growing(age)
+        step = self.step
+        if age < f.low + step:
+            return min(f.low + step - age, self.settings.poll_sparse_seconds)
+        if age < f.high:
+            following = f.low + step * (math.floor((age - f.low) / step) + 1)
+            return max(MIN_INTERVAL_SECONDS, min(following, f.high) - age)
+        return max(step, self._growing(age))
+
+    def _growing(self, age: float) -> float:
+        s = self.settings
+        return min(s.poll_max_seconds, max(s.poll_initial_seconds, age * s.poll_fraction))
