@@ -139,6 +139,8 @@ class Chain:
     def _poll_plan(self, task: Task, started: float) -> PollPlan:
         """The export's polling plan: from its table's recent run times, else the instance's, else none; with as
         many polls in the forecast window as configured and affordable."""
+        if not self.settings.poll_window_calls:
+            return PollPlan(None, 0, self.settings)
         uris = previous_uris(self.state, task)
         if not self.export_times.listed and (not uris or any(self.export_times.of(u) is None for u in uris)):
             self._learn_export_times(task)

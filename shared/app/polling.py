@@ -11,8 +11,9 @@ large fixed overhead, so a table's recent durations predict the next one well. P
 - `PollPlan.delay`: at an export's age, how long to wait before the next poll. Before the window: one wait until
   its first poll (at most `poll_sparse_seconds`, so a long export is still looked at now and then). Inside it:
   `calls` polls evenly spaced up to its end (for an end spread evenly over the window, the mean detection lag is
-  half a step). Past it (the forecast was wrong), and when nothing predicts the end: the growing schedule
-  (`poll_fraction` of the age, between `poll_initial_seconds` and `poll_max_seconds`).
+  half a step). Past it (the forecast was wrong): intervals as long as the overrun so far (doubling), from one step
+  up to `poll_max_seconds`. When nothing predicts the end: the growing schedule (`poll_fraction` of the age, between
+  `poll_initial_seconds` and `poll_max_seconds`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ MIN_MARGIN_FRACTION = 0.01
 """However steady the durations, the window is at least this fraction of the duration wide on each side."""
 OUTLIER_FACTOR = 2.0
 """Durations more than this factor away from the median are left out of the window."""
+
+_EPSILON = 1e-6
+"""A poll that lands a hair before its planned time counts as made (float arithmetic, clocks' resolution)."""
 
 Basis = Literal["table", "instance"]
 
@@ -91,12 +95,14 @@ class PollPlan:
         if f is None:
             return self._growing(age)
         step = self.step
-        if age < f.low + step:
-            return min(f.low + step - age, self.settings.poll_sparse_seconds)
-        if age < f.high:
-            following = f.low + step * (math.floor((age - f.low) / step) + 1)
-            return max(MIN_INTERVAL_SECONDS, min(following, f.high) - age)
-        return max(step, self._growing(age))
+        passed = math.floor((age - f.low) / step + _EPSILON)  # dense poll times at or before `age`
+        if passed < 1:
+            wait = min(f.low + step - age, self.settings.poll_sparse_seconds)
+        elif passed < self.calls:
+            wait = f.low + step * (passed + 1) - age
+        else:  # overrun: back off from the window's end, doubling (as long as it has overrun), up to poll_max
+            wait = max(step, min(age - f.high, self.settings.poll_max_seconds))
+        return max(MIN_INTERVAL_SECONDS, wait)
 
     def _growing(self, age: float) -> float:
         s = self.settings
