@@ -136,8 +136,8 @@ class FakeAdminApi:
         self.calls: list[str] = []
         self.call_times: list[float] = []
         """The fake clock's monotonic time of every call (answered or refused), in order."""
-        self.rate_limited = 0
-        """Calls refused with 429 by `limit_calls`."""
+        self.rate_limited: list[int] = []
+        """Which calls (indexes into `calls`) `limit_calls` refused with 429."""
         self.exported: list[str] = []
         """The uri of every export the API accepted, in order."""
         self.overwrite_attempts = 0
@@ -247,7 +247,7 @@ class FakeAdminApi:
             while self._accepted and now - self._accepted[0] >= 60:
                 self._accepted.popleft()
             if len(self._accepted) >= self._per_minute:
-                self.rate_limited += 1
+                self.rate_limited.append(len(self.calls) - 1)
                 raise InstanceUnavailable("quota", *_REFUSALS["quota"])
             self._accepted.append(now)
         if self._transient > 0:
