@@ -280,8 +280,11 @@ class CountingState:
         self._n("read", 1)
         return self.inner.get_task(tid)
 
-    def next_pending(self, instance: str, limit: int = 20) -> list[Task]:
+    def next_pending(self, instance: str, limit: int = 10) -> list[Task]:
         return self._query(self.inner.next_pending(instance, limit))
+
+    def pending_from(self, instance: str, low: pendulum.DateTime, limit: int = 10) -> list[Task]:
+        return self._query(self.inner.pending_from(instance, low, limit))
 
     def tasks_in_state(self, state: Any, *, instance: str | None = None) -> list[Task]:
         return self._query(self.inner.tasks_in_state(state, instance=instance))

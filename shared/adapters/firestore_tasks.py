@@ -167,9 +167,16 @@ class FirestoreTasks:
             query = query.where(filter=FieldFilter(name, "==", value))
         return query
 
-    def next_pending(self, instance: str, limit: int = 20) -> list[Task]:
+    def next_pending(self, instance: str, limit: int = 10) -> list[Task]:
         """The instance's pending tasks in queue order (callers check `not_before`)."""
         query = self._query(instance=instance, state="pending").order_by("order_key").limit(limit)
+        return [task_from_snapshot(s) for s in query.stream()]
+
+    def pending_from(self, instance: str, low: pendulum.DateTime, limit: int = 10) -> list[Task]:
+        """The instance's first pending tasks whose window starts at or after `low` (its live windows, wherever
+        queued), oldest window first then queue order; bounded, since every document read is billed."""
+        query = self._query(instance=instance, state="pending").where(filter=FieldFilter("low", ">=", low))
+        query = query.order_by("low").order_by("order_key").limit(limit)
         return [task_from_snapshot(s) for s in query.stream()]
 
     def tasks_in_state(self, state: TaskState, *, instance: str | None = None) -> list[Task]:

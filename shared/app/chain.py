@@ -35,8 +35,9 @@ from shared.core.errors import (
     TransientApiError,
 )
 from shared.core.operations import Operation
-from shared.core.tasks import LIVE_PRIORITY, Task, next_generation
+from shared.core.tasks import LIVE_RANK, Task, claim_order, claim_rank, next_generation
 from shared.core.templates import Templates
+from shared.core.windows import latest_settled_window
 
 BUSY_BACKOFF_FIRST_SECONDS = 1.0
 BUSY_BACKOFF_MAX_SECONDS = 30.0
@@ -268,8 +269,8 @@ class Chain:
             error = {"code": operation.error_code, "message": operation.error_message}
             self._record_failure(task, error, new_generation=operation.name in self._cancelled)
             return None
-        if prepared is None or prepared.task.priority != LIVE_PRIORITY:
-            # A live window queued while we polled must not wait behind a prefetched backfill task.
+        if prepared is None or self._rank(prepared.task) != LIVE_RANK:
+            # A live window queued while we polled must not wait behind a prefetched catch-up or backfill task.
             prepared = self.prepare_next()
         successor = self.start_next(prepared)
         done = self.state.mark_done(task, self.clock.now(), fence=self.lease.fence)
@@ -282,11 +283,27 @@ class Chain:
 
     # ---- choosing and submitting -------------------------------------------------------------------
 
+    def _live_lows(self) -> dict[str, Any]:
+        """Per source of this instance, the start of its latest settled window: where live work begins now."""
+        now = self.clock.now()
+        sources = self.config.sources_for_instance(self.instance)
+        return {s.name: latest_settled_window(s.schedule, now, s.settle).low for s in sources}
+
+    def _rank(self, task: Task) -> int:
+        return claim_rank(task, self._live_lows().get(task.source))
+
+    def candidates(self) -> list[Task]:
+        """Pending tasks in claim order (shared/core/tasks.claim_rank): the head of the stored queue, plus the live
+        windows wherever they were queued (a backfill, a forced re-export may have written them behind others)."""
+        lows = self._live_lows()
+        live = self.state.pending_from(self.instance, min(lows.values())) if lows else []
+        return claim_order([*live, *self.state.next_pending(self.instance)], lows)
+
     def prepare_next(self) -> Prepared | None:
         """The next ready task with its request rendered; tasks that cannot render fail here."""
         while True:
             now = self.clock.now()
-            task = next((t for t in self.state.next_pending(self.instance) if t.ready(now)), None)
+            task = next((t for t in self.candidates() if t.ready(now)), None)
             if task is None:
                 return None
             try:

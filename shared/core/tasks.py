@@ -14,7 +14,7 @@ A task is `finalized` once its watermark and manifest bookkeeping ran after it b
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -226,3 +226,25 @@ def walk_watermark(
             break
         value = found[1]
     return value
+
+
+LIVE_RANK, CATCH_UP_RANK, BACKFILL_RANK = 0, 1, 2
+"""The order of work when a task is claimed: live windows, then catch-up, then backfill."""
+
+
+def claim_rank(task: Task, live_low: pendulum.DateTime | None) -> int:
+    """A task's rank, decided when it is claimed rather than frozen when its document was written.
+
+    Live: the window is its source's latest settled one (`live_low` and later), whoever created the document
+    and whether or not it is a forced re-export. Catch-up: an older window a tick planned. Backfill: an older
+    window a backfill planned or forced (and verifications).
+    """
+    if live_low is not None and task.low >= live_low and task.purpose == "export":
+        return LIVE_RANK
+    return BACKFILL_RANK if task.backfill else CATCH_UP_RANK
+
+
+def claim_order(tasks: Iterable[Task], live_lows: Mapping[str, pendulum.DateTime]) -> list[Task]:
+    """Tasks (duplicates dropped) by rank, then the queue's own order: oldest window, schema before tables."""
+    unique = {t.id: t for t in tasks}.values()
+    return sorted(unique, key=lambda t: (claim_rank(t, live_lows.get(t.source)), t.order_key.split("|", 1)[1]))

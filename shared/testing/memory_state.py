@@ -99,8 +99,12 @@ class InMemoryState:
         with self._lock:
             return [replace(t) for t in self.tasks.values() if all(getattr(t, k) == v for k, v in equals.items())]
 
-    def next_pending(self, instance: str, limit: int = 20) -> list[Task]:
+    def next_pending(self, instance: str, limit: int = 10) -> list[Task]:
         return sorted(self._select(instance=instance, state="pending"), key=lambda t: t.order_key)[:limit]
+
+    def pending_from(self, instance: str, low: pendulum.DateTime, limit: int = 10) -> list[Task]:
+        found = [t for t in self._select(instance=instance, state="pending") if t.low >= low]
+        return sorted(found, key=lambda t: (t.low, t.order_key))[:limit]
 
     def tasks_in_state(self, state: TaskState, *, instance: str | None = None) -> list[Task]:
         return self._select(state=state) if instance is None else self._select(instance=instance, state=state)
