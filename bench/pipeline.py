@@ -19,8 +19,8 @@ from typing import Any
 
 import requests
 
-from bench.metrics import ChainFigures, chain_figures, timestamp
-from bench.scenarios import INSTANCE, SETTLE_SECONDS, Scenario
+from bench.metrics import ChainFigures, calls_by_export, chain_figures, timestamp
+from bench.scenarios import SETTLE_SECONDS, Scenario
 from local.driver import Driver
 from shared.core.tasks import Task
 
@@ -33,6 +33,13 @@ class Emulator:
 
     def faults(self, **knobs: Any) -> None:
         requests.post(f"{self.base}/faults", json=knobs, timeout=10).raise_for_status()
+
+    def calls(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """Every Admin API call the emulator answered since `since` (epoch seconds): verb, instance, operation,
+        status, time."""
+        response = requests.get(f"{self.base}/calls", params={"since": since}, timeout=30)
+        response.raise_for_status()
+        return list(response.json()["calls"])
 
     def operations(self, instance: str, since: float = 0.0) -> list[dict[str, Any]]:
         response = requests.get(f"{self.base}/operations", timeout=10)
@@ -62,17 +69,18 @@ class PipelineRun:
     idle_seconds: float  # trigger published -> chain idle (bookkeeping of the last export included)
     detect: tuple[float, ...]
     submit: tuple[float, ...]
+    calls_per_export: tuple[int, ...]  # every Admin API call about the scenario's instance, by export, in order
 
 
 def run_scenario(driver: Driver, emulator: Emulator, scenario: Scenario, timeout: float) -> PipelineRun:
-    emulator.faults(min_duration=scenario.seconds)
+    emulator.faults(min_duration=scenario.seconds, duration_jitter=scenario.jitter)
     began = time.time()
     first, last = scenario.windows[0], scenario.windows[-1]
     if scenario.backfill:
-        driver.backfill(first.low, last.high, tables=list(scenario.tables))
+        driver.backfill(first.low, last.high, tables=list(scenario.tables), source=scenario.source)
     else:
         driver.tick(last.high.add(seconds=SETTLE_SECONDS))
-    ops = emulator.wait_done(INSTANCE, began, scenario.exports, timeout)
+    ops = emulator.wait_done(scenario.instance, began, scenario.exports, timeout)
     driver.wait_idle(timeout=timeout, quiet=0.3)
     idle = time.time() - began
     if len(ops) != scenario.exports:
@@ -83,6 +91,7 @@ def run_scenario(driver: Driver, emulator: Emulator, scenario: Scenario, timeout
     figures = chain_figures(ops)
     tasks = {t.operation: t for t in driver.clients.state.all_tasks() if t.operation}
     detect, submit = _breakdown(ops, tasks)
+    calls = [c for c in emulator.calls(began) if c["instance"] == scenario.instance]
     return PipelineRun(
         figures,
         figures.last_end - began,
@@ -90,6 +99,7 @@ def run_scenario(driver: Driver, emulator: Emulator, scenario: Scenario, timeout
         idle,
         detect,
         submit,
+        tuple(calls_by_export(calls)),
     )
 
 

@@ -103,12 +103,13 @@ def run_point(
 def calls_per_export(calls: Sequence[str]) -> list[int]:
     """Each export's calls: from its own `export` call up to the next one (the first export also owns the calls
     made before it)."""
-    counts: list[int] = []
+    counts, exported = [0], False
     for call in calls:
-        if call == "export" or not counts:
+        if call == "export" and exported:
             counts.append(0)
+        exported = exported or call == "export"
         counts[-1] += 1
-    return counts
+    return counts if exported else []
 
 
 def curve(*, seconds: float, jitter: float, windows: int, tables: int) -> list[CurvePoint]:

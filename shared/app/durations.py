@@ -19,7 +19,7 @@ from shared.app.ports import StateStore
 from shared.core.operations import Operation
 from shared.core.tasks import Task, task_id
 
-TABLE_HISTORY = 4
+TABLE_HISTORY = 3
 """Previous windows of a table looked up for its forecast."""
 CHAIN_HISTORY = 8
 """Recent exports (any table) that stand in for a table with no history of its own."""
