@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from shared.app.polling import MIN_INTERVAL_SECONDS, Forecast, PollPlan, forecast, window_calls
+from shared.app.polling import MIN_INTERVAL_SECONDS, Forecast, PollPlan, forecast, predict, window_calls
 from shared.core.config import WorkerSettings
 
 SETTINGS = WorkerSettings()
@@ -49,6 +49,16 @@ def test_an_outlier_does_not_widen_the_window() -> None:
     """A duration far from the median (an export that ran long once) is left out."""
     f = forecast([20.0, 20.5, 19.5, 95.0], 0.05, "table")
     assert f is not None and f.samples == 3 and f.high < 22
+
+
+def test_a_table_with_few_durations_borrows_the_instances_of_a_similar_length() -> None:
+    """One duration of its own says nothing of the spread: the instance's similar exports measure it."""
+    f = predict([20.0], [19.0, 21.0, 20.5, 55.0], 0.05)
+    assert f is not None and f.basis == "table" and f.samples == 4  # 55 s is another kind of table
+    assert (f.low, f.high) == pytest.approx((19.0 - 2 / 3, 21.0 + 2 / 3))
+    assert predict([20.0, 20.2, 19.8], [5.0, 40.0], 0.05) == forecast([20.0, 20.2, 19.8], 0.05, "table")
+    assert predict([], [19.0, 21.0], 0.05) == forecast([19.0, 21.0], 0.05, "instance")
+    assert predict([], [], 0.05) is None
 
 
 def test_window_calls_are_as_configured_unless_the_budget_cannot_pay() -> None:

@@ -20,7 +20,7 @@ from shared.app.budget import BudgetedServices, CallBudget
 from shared.app.durations import ExportTimes, previous_uris, run_time
 from shared.app.lease import LeaseKeeper
 from shared.app.lost import VANISHED_CODE, VANISHED_STATUS, accepted_at, previous_export, run_seconds, stuck_limit
-from shared.app.polling import PollPlan, forecast, window_calls
+from shared.app.polling import PollPlan, predict, window_calls
 from shared.app.ports import Services
 from shared.app.requests import Prepared, prepare
 from shared.core import logs
@@ -146,8 +146,8 @@ class Chain:
         if not self.export_times.listed and (not uris or any(self.export_times.of(u) is None for u in uris)):
             self._learn_export_times(task)
         table = [seconds for u in uris if (seconds := self.export_times.of(u)) is not None]
-        spread = self.settings.poll_spread
-        predicted = forecast(table, spread, "table") or forecast(self.export_times.recent(), spread, "instance")
+        others = self.export_times.recent(exclude=uris)
+        predicted = predict(table, others, self.settings.poll_spread)
         calls = self.settings.poll_window_calls
         if predicted is not None:
             age = self._age(task, None, started)

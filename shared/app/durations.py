@@ -73,8 +73,10 @@ class ExportTimes:
     def of(self, uri: str) -> float | None:
         return self._by_uri.get(uri)
 
-    def recent(self, count: int = CHAIN_HISTORY) -> list[float]:
-        return [self._by_uri[uri] for uri in self._newest[:count]]
+    def recent(self, count: int = CHAIN_HISTORY, *, exclude: Iterable[str] = ()) -> list[float]:
+        """The run times of the `count` most recent exports, newest first, but those of `exclude`."""
+        skip = set(exclude)
+        return [self._by_uri[uri] for uri in self._newest if uri not in skip][:count]
 
 
 def _parse(text: str | None) -> pendulum.DateTime | None:

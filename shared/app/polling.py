@@ -8,6 +8,8 @@ large fixed overhead, so a table's recent durations predict the next one well. P
   in which the next export is expected to end. With three or more durations their own spread sets the margin
   (k draws of a duration fall short of its true range by about range / (k - 1) at each end); with fewer, a
   configured fraction of the median does. Durations far from the median (a retry's wait, a one-off) are left out.
+  `predict` chooses the durations: the table's own, joined by the instance's of a similar length while the table
+  has few.
 - `PollPlan.delay`: at an export's age, how long to wait before the next poll. Before the window: one wait until
   its first poll (at most `poll_sparse_seconds`, so a long export is still looked at now and then). Inside it:
   `calls` polls evenly spaced up to its end (for an end spread evenly over the window, the mean detection lag is
@@ -32,6 +34,8 @@ MIN_MARGIN_FRACTION = 0.01
 """However steady the durations, the window is at least this fraction of the duration wide on each side."""
 OUTLIER_FACTOR = 2.0
 """Durations more than this factor away from the median are left out of the window."""
+SELF_MEASURED = 3
+"""From this many durations on, a set measures its own spread (and a table needs no other table's)."""
 
 _EPSILON = 1e-6
 """A poll that lands a hair before its planned time counts as made (float arithmetic, clocks' resolution)."""
@@ -58,11 +62,27 @@ def forecast(durations: Sequence[float], spread: float, basis: Basis) -> Forecas
     median = statistics.median(known)
     kept = [d for d in known if median / OUTLIER_FACTOR <= d <= median * OUTLIER_FACTOR]
     shortest, longest = min(kept), max(kept)
-    if len(kept) >= 3:
+    if len(kept) >= SELF_MEASURED:
         margin = max((longest - shortest) / (len(kept) - 1), MIN_MARGIN_FRACTION * median)
     else:
         margin = spread * median
     return Forecast(max(0.0, shortest - margin), longest + margin, basis, len(kept))
+
+
+def predict(table: Sequence[float], instance: Sequence[float], spread: float) -> Forecast | None:
+    """The forecast from a table's own recent durations and the instance's (other tables, newest first).
+
+    While the table has fewer than `SELF_MEASURED` durations of its own, the instance's durations of a similar
+    length (within `OUTLIER_FACTOR` of the table's median) join them: exports of similar tables on one instance
+    vary alike, and more durations measure the spread instead of assuming it. A table with no duration of its own
+    is forecast from the instance's alone."""
+    own = [d for d in table if d > 0 and math.isfinite(d)]
+    if not own:
+        return forecast(instance, spread, "instance")
+    if len(own) < SELF_MEASURED:
+        median = statistics.median(own)
+        own += [d for d in instance if median / OUTLIER_FACTOR <= d <= median * OUTLIER_FACTOR]
+    return forecast(own, spread, "table")
 
 
 def window_calls(wanted: int, affordable: float) -> int:
