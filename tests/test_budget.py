@@ -62,6 +62,18 @@ def test_a_call_draws_a_token_and_the_next_waits_for_the_refill() -> None:
     assert budget.wait_seconds() == 0.0
 
 
+def test_a_poll_may_leave_tokens_in_the_bucket_for_later() -> None:
+    """Polls without a forecast keep half the bucket for the dense polls of forecast windows."""
+    state, clock = InMemoryState(), FakeClock(NOW)
+    live(state, 1)
+    budget = CallBudget(state, clock, 70, instance="cdc-local:pg")  # 1 call a second, 10 in the bucket
+    for _ in range(5):
+        budget.spend()
+    assert budget.wait_seconds() == 0.0
+    assert budget.wait_seconds(keep=5) == pytest.approx(1.0)
+    assert budget.wait_seconds(keep=50) == pytest.approx(5.0)  # never more than the bucket holds
+
+
 def test_affordable_counts_only_what_the_bucket_can_hold_before_the_window() -> None:
     state, clock = InMemoryState(), FakeClock(NOW)
     live(state, 1)

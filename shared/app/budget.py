@@ -66,15 +66,18 @@ class CallBudget:
         return max(1.0, self.rate * BURST_SECONDS)
 
     def spend(self) -> None:
-        """A call is being made now (it may overdraw the bucket)."""
+        """A call is being made now (it may overdraw the bucket). The chain's first call reads its share first."""
+        if self._read_at == -math.inf:
+            self.refresh()
         self._refill()
         self._balance -= 1
 
-    def wait_seconds(self) -> float:
-        """How long until this chain may make its next call."""
+    def wait_seconds(self, *, keep: float = 0.0) -> float:
+        """How long until this chain may make its next call, leaving `keep` tokens in the bucket."""
         self.refresh()
         self._refill()
-        return 0.0 if self._balance >= 1 else (1 - self._balance) / self.rate
+        needed = 1 + min(keep, self.capacity - 1)
+        return 0.0 if self._balance >= needed else (needed - self._balance) / self.rate
 
     def affordable(self, before: float, during: float) -> float:
         """How many calls this chain may make during `during` seconds that start `before` seconds from now (what

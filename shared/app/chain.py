@@ -117,7 +117,9 @@ class Chain:
         polls = 0
         while self.remaining() > 0:
             age = self._age(task, operation, started)
-            wait = max(plan.delay(age, first=polls == 0), self.budget.wait_seconds())
+            # Without a forecast, polls leave half the bucket to the dense polls of forecast windows.
+            keep = self.budget.capacity / 2 if plan.forecast is None else 0.0
+            wait = max(plan.delay(age, first=polls == 0), self.budget.wait_seconds(keep=keep))
             self.lease.pause(min(wait, max(0.0, self.remaining())))
             operation, polls = self.read_operation(task) or operation, polls + 1
             hooks.reached("mid_poll")
