@@ -258,6 +258,7 @@ class OperationStore:
             self._finish(op, _cancelled_error())
             return
         started = time.monotonic()
+        hold = self._faults.draw_duration()
         spool: IO[bytes] | None = None
         error: tuple[str, str] | None = None
         try:
@@ -269,7 +270,7 @@ class OperationStore:
             self._exporter.check_absent(op.export)
             spool = self._exporter.copy(op.export, on_connection=lambda c: self._set(op, connection=c))
             self._set(op, connection=None)
-            if not self._hold(op, started, self._faults.settings.min_duration):
+            if not self._hold(op, started, hold):
                 raise _Cancelled
             with self._lock:
                 if op.cancelled.is_set():
@@ -293,7 +294,7 @@ class OperationStore:
         if op.cancelled.is_set() and not op.committing:
             self._finish(op, _cancelled_error())
             return
-        if error is not None and not self._hold(op, started, self._faults.settings.min_duration):
+        if error is not None and not self._hold(op, started, hold):
             self._finish(op, _cancelled_error())
             return
         self._finish(op, error)

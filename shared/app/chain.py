@@ -16,8 +16,11 @@ from typing import Any
 from shared.app import hooks, packs
 from shared.app.bookkeeping import finalize
 from shared.app.breaker import Breaker
+from shared.app.budget import BudgetedServices, CallBudget
+from shared.app.durations import ExportTimes, previous_uris, run_time
 from shared.app.lease import LeaseKeeper
 from shared.app.lost import VANISHED_CODE, VANISHED_STATUS, accepted_at, previous_export, run_seconds, stuck_limit
+from shared.app.polling import PollPlan, predict, window_calls
 from shared.app.ports import Services
 from shared.app.requests import Prepared, prepare
 from shared.core import logs
@@ -54,7 +57,11 @@ class Chain:
     """One invocation's run of the chain for one instance."""
 
     def __init__(self, services: Services, templates: Templates, instance: str, lease: LeaseKeeper) -> None:
-        self.services = services
+        # Every Admin API call of the chain draws on its share of the project's call budget.
+        self.budget = CallBudget(services.state, services.clock, services.config.worker.api_calls_per_minute,
+                                 instance=instance)  # fmt: skip
+        self.services = BudgetedServices(services, self.budget)
+        self.export_times = ExportTimes()
         self.config = services.config
         self.settings = self.config.worker
         self.state = services.state
@@ -97,19 +104,29 @@ class Chain:
     def _poll(self, task: Task) -> tuple[Operation, Prepared | None] | None:
         """Poll until DONE, preparing the next task meanwhile; None when the budget ends first.
 
-        The interval grows with the export's age (a fraction of it), between the configured bounds, so a
-        short export is noticed quickly and a long one does not spend API quota. An export older than its stuck
-        limit is cancelled (shared/app/lost.py) and polled on until the cancel shows.
+        Polls follow the export's plan (shared/app/polling.py: sparse until the window in which its table's recent
+        durations say it ends, dense inside it, growing after) and wait for the chain's share of the call budget
+        (shared/app/budget.py). An export older than its stuck limit is cancelled (shared/app/lost.py) and polled
+        on until the cancel shows.
         """
         started = self.clock.monotonic()
         limit: float | None = None  # looked up once the export is older than the floor
-        prepared: Prepared | None = None
+        prepared = self.prepare_next()
+        plan = self._poll_plan(task, started)
+        operation: Operation | None = None
+        polls = 0
         while self.remaining() > 0:
-            operation = self.read_operation(task)
+            age = self._age(task, operation, started)
+            # Without a forecast, polls leave half the bucket to the dense polls of forecast windows.
+            keep = self.budget.capacity / 2 if plan.forecast is None else 0.0
+            wait = max(plan.delay(age, first=polls == 0), self.budget.wait_seconds(keep=keep))
+            self.lease.pause(min(wait, max(0.0, self.remaining())))
+            operation, polls = self.read_operation(task) or operation, polls + 1
             hooks.reached("mid_poll")
             if operation is not None and operation.done:
+                self._polled(task, operation, plan, polls)
                 return operation, prepared
-            age = 0.0 if operation is None else self._age(task, operation, started)
+            age = self._age(task, operation, started)
             if (
                 operation is not None
                 and operation.name not in self._cancelled
@@ -120,21 +137,64 @@ class Chain:
                     self._cancel_stuck(task, operation, limit, age)
             if prepared is None:
                 prepared = self.prepare_next()
-            elapsed = self.clock.monotonic() - started
-            interval = min(
-                self.settings.poll_max_seconds,
-                max(self.settings.poll_initial_seconds, elapsed * self.settings.poll_fraction),
-            )
-            self.lease.pause(min(interval, max(0.0, self.remaining())))
         return None
 
+    def _poll_plan(self, task: Task, started: float) -> PollPlan:
+        """The export's polling plan: from its table's recent run times, else the instance's, else none; with as
+        many polls in the forecast window as configured and affordable."""
+        if not self.settings.poll_window_calls:
+            return PollPlan(None, 0, self.settings)
+        uris = previous_uris(self.state, task)
+        if not self.export_times.listed and (not uris or any(self.export_times.of(u) is None for u in uris)):
+            self._learn_export_times(task)
+        table = [seconds for u in uris if (seconds := self.export_times.of(u)) is not None]
+        others = self.export_times.recent(exclude=uris)
+        predicted = predict(table, others, self.settings.poll_spread)
+        calls = self.settings.poll_window_calls
+        if predicted is not None:
+            age = self._age(task, None, started)
+            affordable = self.budget.affordable(predicted.low - age, predicted.high - predicted.low)
+            calls = window_calls(calls, affordable - 1)  # one call stays for the next export
+        return PollPlan(predicted, calls, self.settings)
+
+    def _learn_export_times(self, task: Task) -> None:
+        """Read the instance's recent operations once per invocation, for their run times."""
+        try:
+            listed = self.services.sqladmin.list_operations(self.project, self.instance_name)
+            self.lease.heartbeat()
+        except LeaseLost:
+            raise
+        except RetryableError as exc:
+            logs.warning("recent exports not listed; polling without them", **task.log_fields(), error=str(exc))
+            listed = []
+        self.export_times.learn(listed)
+
+    def _polled(self, task: Task, operation: Operation, plan: PollPlan, polls: int) -> None:
+        """Remember how long the export ran (it forecasts the chain's next exports) and log how the forecast did."""
+        self.export_times.record(operation)
+        f = plan.forecast
+        logs.log(
+            "DEBUG",
+            "export polled",
+            **task.log_fields(),
+            ran_seconds=run_time(operation),
+            polls=polls,
+            basis=f.basis if f else None,
+            forecast_low=round(f.low, 3) if f else None,
+            forecast_high=round(f.high, 3) if f else None,
+            window_calls=plan.calls,
+            chains=self.budget.chains,
+        )
+
     def read_operation(self, task: Task) -> Operation | None:
-        """The task's operation; None if the API could not answer this time."""
+        """The task's operation; None if the API could not answer this time (a 429 also holds the budget back)."""
         try:
             operation = self.services.sqladmin.get_operation(self.project, task.operation or "")
             self.lease.heartbeat()  # fencing: a call that hung past the lease acts on nothing
             return operation
         except (TransientApiError, InstanceUnavailable) as exc:
+            if isinstance(exc, InstanceUnavailable) and exc.condition == "quota":
+                self.budget.refused()
             logs.warning("operation poll failed; retrying", **task.log_fields(), error=str(exc))
             return None
         except ExportRejected as exc:
@@ -159,9 +219,9 @@ class Chain:
         found = next((op for op in listed if op.name == task.operation), None)
         return found or Operation.unknown(task.operation or "", task.uri, exc.status, str(exc))
 
-    def _age(self, task: Task, operation: Operation, started: float) -> float:
+    def _age(self, task: Task, operation: Operation | None, started: float) -> float:
         """Seconds since the export was accepted (else since the claim; else since this poll began)."""
-        since = accepted_at(operation) or task.submitted_at
+        since = (accepted_at(operation) if operation is not None else None) or task.submitted_at
         if since is None:
             return self.clock.monotonic() - started
         return (self.clock.now() - since).total_seconds()

@@ -318,6 +318,10 @@ class InMemoryState:
     def get_lease(self, instance: str) -> Lease | None:
         return self.leases.get(instance)
 
+    def live_chains(self, now: pendulum.DateTime) -> int:
+        with self._lock:
+            return sum(1 for lease in self.leases.values() if lease.live(now))
+
     # ---- instance breakers ---------------------------------------------------------------------------
 
     def breaker(self, instance: str) -> dict[str, Any] | None:
