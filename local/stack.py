@@ -71,6 +71,10 @@ CLIENT_VARS = (
     "CDC_CONFIG",
     "GOOGLE_CLOUD_PROJECT",
 )
+# Requests one worker process serves at once: Terraform's worker_concurrency default, as the same variable
+# (THREADS: functions-framework's gunicorn threads) gives it in production. The worker runs the chains of several
+# Cloud SQL instances at once in one process, as a deployed worker instance does.
+WORKER_THREADS = 8
 HEALTH_TIMEOUT_SECONDS = 30.0
 # Measured on 2 cores: C1 only and a small initial heap start both emulators in ~1.1 s instead of ~1.6 s and
 # halve their RSS (~90 MB each instead of ~150); emulator workloads never need C2's peak speed.
@@ -274,7 +278,10 @@ class Stack:
         return env
 
     def _functions_env(self, config_path: Path, extra_env: Mapping[str, str]) -> dict[str, str]:
-        env = {**self._base_env(), **self.env(), "CDC_CONFIG_FILE": str(config_path), **extra_env}
+        env = {
+            **self._base_env(), **self.env(), "CDC_CONFIG_FILE": str(config_path), "THREADS": str(WORKER_THREADS),
+            **extra_env,
+        }  # fmt: skip
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         return env
 
