@@ -101,7 +101,7 @@ def test_the_checks_catch_overlaps_overwrites_duplicates_stalls_and_backward_wat
     assert "submitted again while its previous export still ran" in text
     assert "overwrite attempt" in text
     assert "objects differ" in text
-    assert "watermark of orders moved" in text
+    assert "watermark of shop.orders moved" in text
     assert "idled" in text and idle > 5
 
 
@@ -142,7 +142,7 @@ def test_the_injector_stops_within_its_bound_even_with_deliveries_backing_off():
     injector = Injector.__new__(Injector)
     injector.counts, injector._lock, injector._stop = Counter(), threading.Lock(), threading.Event()
     injector._pool, injector._threads, injector._futures = ThreadPoolExecutor(max_workers=2), [], []
-    injector._pubsub = NoPubSub()
+    injector._pubsub, injector._work_topics = NoPubSub(), ["cdc-work", "cdc-work-s0"]
     injector.rng = random.Random(1)
     closed = "http://127.0.0.1:9/"  # the discard port, closed here: every attempt is refused and backs off
     for _ in range(2):
@@ -213,7 +213,7 @@ def test_the_scenario_stops_within_its_bound_even_when_the_emulator_is_gone():
 
     from local.fault_scenarios import Scenario, timeline
 
-    scenario = Scenario("http://127.0.0.1:9/_emulator", "p", "i", timeline("i", 6)[1:], lambda kind: None)
+    scenario = Scenario("http://127.0.0.1:9/_emulator", "p", timeline(["i", "j"], 6)[1:], lambda kind: None)
     scenario.start()
     started = time.monotonic()
     scenario.stop(timeout=2)
