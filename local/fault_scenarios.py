@@ -46,6 +46,7 @@ class Condition:
     breaker: bool = False  # the chain waits it out with the breaker's back-off (no operation runs meanwhile)
     refusal: str | None = None  # the emulator's counter of the refusals it causes: held until one was answered
     instances: tuple[str, ...] | None = None  # the instances (names) it keeps idle; None: every instance
+    hold_factor: float = 3.0  # a refusal not answered yet is held on, up to this many times `seconds`
 
     def affects(self, instance: str) -> bool:
         return self.instances is None or instance in self.instances
@@ -69,10 +70,12 @@ def timeline(instance_names: Sequence[str], lease_seconds: float) -> list[Condit
                   {"forbidden_instances": []}, breaker=True, refusal="http_403", instances=every),
         Condition("instance stopped (400 not running)", 14.0, {"stopped_instances": list(stopped)}, 8.0,
                   {"stopped_instances": []}, breaker=True, refusal="http_400_not_running", instances=stopped),
+        # Restored about a second after the first export failed on it: each of the table's tasks spends one or two of
+        # its attempts (while the other instances' chains run), never all of them.
+        Condition("template broken (SQL error)", 17.0, {TEMPLATE_KNOB: "broken"}, 1.0, {TEMPLATE_KNOB: "restored"},
+                  refusal=TEMPLATE_FAILURES, instances=(), hold_factor=10.0),
         Condition("rate limited (429)", 30.0, {"calls_per_minute": 4}, 6.0, {"calls_per_minute": 0}, breaker=True,
                   refusal="http_429", instances=every),
-        Condition("template broken (SQL error)", 36.0, {TEMPLATE_KNOB: "broken"}, 1.5, {TEMPLATE_KNOB: "restored"},
-                  refusal=TEMPLATE_FAILURES, instances=()),
         Condition("hung operation", 40.0, {"hang_exports": 1}, instances=()),
         Condition("vanishing operation", 44.0, {"vanish_exports": 1}, instances=()),
         Condition("backup longer than the lease", 48.0, {}, lease_seconds * 1.5, instances=first),
@@ -196,7 +199,8 @@ class Scenario:
             if target == next_end:
                 due, held = ends.pop(0)
                 seconds = held.condition.seconds or 0.0
-                if self._refusals(held.condition) <= held.refusals_before and due < held.condition.at + 3 * seconds:
+                limit = held.condition.at + held.condition.hold_factor * seconds
+                if self._refusals(held.condition) <= held.refusals_before and due < limit:
                     ends.append((due + 1.0, held))  # not answered yet: hold on a little, so it is exercised
                     continue
                 self._set(held.condition.clear)

@@ -530,6 +530,12 @@ def resumed_after(held: list[Held], operations: list[dict[str, Any]]) -> tuple[d
 
 ANSWER_KINDS = {
     "http_503": "HTTP 503 answers",
+    "http_403": "HTTP 403 answers (permission)",
+    "http_400_not_running": "HTTP 400 answers (not running)",
+    "http_409_invalid_state": "HTTP 409 answers (invalid state)",
+    "http_429": "HTTP 429 answers (quota)",
+    "operation_hang": "exports hung",
+    "operation_vanish": "exports vanished",
     "op_fail": "export operations failed",
     TEMPLATE_FAILURES: "exports failed on the broken template",
 }
