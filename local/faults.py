@@ -501,17 +501,14 @@ def _generation(uri: str) -> int:
     return int(found.group(0)[2:]) if found else 1
 
 
-def resumed_after(held: list[Held], operations: list[dict[str, Any]]) -> tuple[dict[str, float], Counter[str]]:
+def resumed_after(held: list[Held], operations: list[dict[str, Any]]) -> dict[str, float]:
     """Per fault kind, the longest time from its clearing to the next operation on an instance it held (0 when one
-    was running at that moment), and how many of its occurrences every instance it held survived: each either
-    worked again afterwards or had nothing left to export."""
+    was running there at that moment; no operation followed when the instance had nothing left to export)."""
     waits: dict[str, float] = {}
-    survived: Counter[str] = Counter()
     grouped = _by_instance(operations)
     for item in held:
         if item.end is None:
             continue
-        kind, resumed = item.condition.kind, True
         for instance, instance_ops in grouped.items():
             if instance and not item.condition.affects(instance):
                 continue
@@ -521,11 +518,16 @@ def resumed_after(held: list[Held], operations: list[dict[str, Any]]) -> tuple[d
             else:
                 following = next((start for start, _ in spans if start >= item.end), None)
             if following is not None:
+                kind = item.condition.kind
                 waits[kind] = max(waits.get(kind, 0.0), (following - item.end).total_seconds())
-            elif any(start >= item.start for start, _ in spans):
-                resumed = False  # worked during the condition and never again
-        survived[kind] += resumed
-    return waits, survived
+    return waits
+
+
+def survivors(injected: Counter[str], violations: list[str]) -> Counter[str]:
+    """Faults survived: all of a kind when the run ended with every check passing (all tasks done and none failed,
+    nothing lost, duplicated, overwritten or overlapping, watermarks forward only, no instance idle past its bound,
+    every condition answered); none of any kind otherwise, since a broken invariant cannot be pinned on one fault."""
+    return Counter({kind: 0 if violations else n for kind, n in injected.items()})
 
 
 ANSWER_KINDS = {
@@ -647,7 +649,7 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
                    if c.refusal and not answered.get(c.refusal)]  # fmt: skip
     failed = [e for e in entries if e.get("message", "").startswith(("export failed for good", "task cannot run"))]
     violations += [f"task failed: {e.get('task')} {e.get('error')}" for e in failed]
-    report.resumed_after, report.survived = resumed_after(held, operations)
+    report.resumed_after = resumed_after(held, operations)
     cancelled = [op for op in operations if (op.get("error") or {}).get("code") == "OPERATION_CANCELLED"]
     for op in cancelled:  # a hung export holds its instance until the chain cancels it: that is its pause
         report.resumed_after["hung operation"] = max(
@@ -669,14 +671,6 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
     busy = sum(n for key, n in stats.get("answers", {}).items() if key.startswith("http_409"))
     report.injected["409 busy answers"] = busy
     report.injected.update(injector.counts)
-    # Counted faults survive when the run ends with every task done and none failed; the timeline's conditions and
-    # the kills also need each instance they held working again (resumed_after).
-    clean = not cut_short and not failed and all(t.state == "done" for t in tasks)
-    for kind, n in report.injected.items():
-        if kind not in report.survived:
-            report.survived[kind] = n if clean else 0
-        elif not clean:
-            report.survived[kind] = 0
     report.recoveries.update(
         {
             "exports retried": sum(1 for e in entries if e.get("message") == "export failed; will retry"),
@@ -710,6 +704,7 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
     for kind in ("stuck exports cancelled and retried", "vanished exports retried"):
         if not report.recoveries[kind]:
             report.violations.append(f"no {kind}: the condition was injected but never handled")
+    report.survived = survivors(report.injected, report.violations)
     report.total_seconds = time.monotonic() - t0
     return report
 
