@@ -60,8 +60,10 @@ class _BuiltOnce(Generic[T]):
 
 class Clients:
     """Lazily built Google clients bound to one configuration (follows shared.app.ports.Services). One instance
-    serves every request of a process; the Google clients are thread-safe once built (the Admin API client keeps
-    one HTTP connection per thread)."""
+    serves every request of a process, so several threads share each client once built: Firestore and Pub/Sub run
+    on gRPC channels, which are thread-safe; Cloud Storage's client is documented as safe to share across threads
+    (it uses requests/urllib3; googleapis/google-cloud-python#5763); httplib2 is not thread-safe, so the Admin API
+    client keeps one HTTP connection per thread (shared/adapters/sqladmin.py)."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
