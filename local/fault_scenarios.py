@@ -239,8 +239,18 @@ def idle_allowance(
     return start, allowed
 
 
+ABANDONED_TRANSACTION_SECONDS = 60.0
+"""How long the Firestore emulator keeps the documents of a killed process's open transactions locked (measured:
+a lease read inside a transaction by a chain of a SIGKILLed process could not be taken over for 60 to 61 s; other
+transactions on it fail with "Transaction lock timeout"). Inferred for production: Firestore's default pessimistic
+concurrency holds a transaction's locks until it commits, rolls back or expires idle."""
+
+
 def killed(at: pendulum.DateTime, lease_seconds: float, point: str = "") -> Held:
-    """A worker process killed at `at`: nothing can take over the chains it ran (any instance's: one process
-    serves several) before their leases expire."""
+    """A worker process killed at `at`. One process runs the chains of several instances (request concurrency), and
+    every one of them dies with it: a chain killed outside a transaction can be taken over once its lease expires,
+    but one killed inside a Firestore transaction holds its lease document locked until the transaction is dropped
+    (`ABANDONED_TRANSACTION_SECONDS`), and which chains were inside one is not known: the condition holds every
+    instance until then."""
     kind = f"worker killed at {point}" if point else "worker killed"
-    return Held(Condition(kind, 0.0, {}), at, at.add(seconds=lease_seconds))
+    return Held(Condition(kind, 0.0, {}), at, at.add(seconds=max(lease_seconds, ABANDONED_TRANSACTION_SECONDS)))
