@@ -106,6 +106,7 @@ def test_the_checks_catch_overlaps_overwrites_duplicates_stalls_and_backward_wat
 
 
 @pytest.mark.stack
+@pytest.mark.timeout(480)  # about 90 s on an idle 2-core machine; a loaded one may take three times that
 def test_fault_suite_loses_nothing_and_duplicates_nothing(clean_stack, tmp_path):
     plan = FaultPlan()
     report = run_suite(clean_stack, plan, tmp_path)
