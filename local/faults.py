@@ -126,10 +126,11 @@ class FaultPlan:
 
     @classmethod
     def full(cls) -> FaultPlan:
-        """48 hourly windows; rates lowered a little so that kills stay in the tens, not the hundreds."""
+        """48 hourly windows; failpoint rates lowered so that a run sees a handful of kills (each holds every instance
+        for a minute, during which the idle bound is not measured), not tens."""
         return cls(
             hours=48,
-            failpoints={"with_lease": 0.1, "after_submit": 0.02, "mid_poll": 0.005, "after_done": 0.02},
+            failpoints={"with_lease": 0.03, "after_submit": 0.006, "mid_poll": 0.0015, "after_done": 0.006},
             timeout_seconds=2400.0,
         )
 
@@ -152,6 +153,7 @@ class FaultReport:
     windows_compared: int = 0
     rows_compared: int = 0
     max_idle_seconds: float = 0.0
+    killed_hold_seconds: float = 0.0  # time during which a killed process's hold covered every instance
     idle_limit_seconds: float = 0.0
     resumed_after: dict[str, float] = field(default_factory=dict)
     pipeline_seconds: float = 0.0
@@ -182,6 +184,8 @@ class FaultReport:
             else f"compared: {self.windows_compared} (table, window) exports, {self.rows_compared} rows",
             f"longest instance idle while work was ready: {self.max_idle_seconds:.1f} s "
             f"(limit {self.idle_limit_seconds:.1f} s, from the moment a condition cleared)",
+            f"killed processes held every instance for {self.killed_hold_seconds:.0f} s of the pipeline's "
+            f"{self.pipeline_seconds:.0f} s (their leases and the Firestore transactions they left open)",
             f"time: pipeline {self.pipeline_seconds:.1f} s, total {self.total_seconds:.1f} s",
             "result: OK" if self.ok else f"result: {len(self.violations)} VIOLATIONS",
             *(f"  - {v}" for v in self.violations),
@@ -504,8 +508,9 @@ def _generation(uri: str) -> int:
 
 
 def resumed_after(held: list[Held], operations: list[dict[str, Any]]) -> dict[str, float]:
-    """Per fault kind, the longest time from its clearing to the next operation on an instance it held (0 when one
-    was running there at that moment; no operation followed when the instance had nothing left to export)."""
+    """Per fault kind, the longest time from its clearing to the next export on an instance it held (0 when one was
+    running there at that moment; none followed when the instance had nothing left to export). Foreign operations
+    do not count: an instance done with its exports may get a backup long after."""
     waits: dict[str, float] = {}
     grouped = _by_instance(operations)
     for item in held:
@@ -514,7 +519,11 @@ def resumed_after(held: list[Held], operations: list[dict[str, Any]]) -> dict[st
         for instance, instance_ops in grouped.items():
             if instance and not item.condition.affects(instance):
                 continue
-            spans = sorted((_when(op["insertTime"]), _when(op["endTime"])) for op in instance_ops)
+            spans = sorted(
+                (_when(op["insertTime"]), _when(op["endTime"]))
+                for op in instance_ops
+                if op["operationType"] == "EXPORT"
+            )
             if any(start <= item.end < end for start, end in spans):
                 following: pendulum.DateTime | None = item.end
             else:
@@ -523,6 +532,20 @@ def resumed_after(held: list[Held], operations: list[dict[str, Any]]) -> dict[st
                 kind = item.condition.kind
                 waits[kind] = max(waits.get(kind, 0.0), (following - item.end).total_seconds())
     return waits
+
+
+def covered_seconds(held: list[Held]) -> float:
+    """The length of the union of the conditions' spans."""
+    spans = sorted((h.start, h.end) for h in held if h.end is not None)
+    total, reach = 0.0, None
+    for start, end in spans:
+        if reach is None or start > reach:
+            total += (end - start).total_seconds()
+            reach = end
+        elif end > reach:
+            total += (end - reach).total_seconds()
+            reach = end
+    return total
 
 
 def survivors(injected: Counter[str], violations: list[str]) -> Counter[str]:
@@ -652,6 +675,7 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
     failed = [e for e in entries if e.get("message", "").startswith(("export failed for good", "task cannot run"))]
     violations += [f"task failed: {e.get('task')} {e.get('error')}" for e in failed]
     report.resumed_after = resumed_after(held, operations)
+    report.killed_hold_seconds = covered_seconds([h for h in held if h.condition.kind.startswith("worker killed")])
     cancelled = [op for op in operations if (op.get("error") or {}).get("code") == "OPERATION_CANCELLED"]
     for op in cancelled:  # a hung export holds its instance until the chain cancels it: that is its pause
         report.resumed_after["hung operation"] = max(

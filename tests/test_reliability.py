@@ -232,3 +232,13 @@ def test_the_scenario_stops_within_its_bound_even_when_the_emulator_is_gone():
     started = time.monotonic()
     scenario.stop(timeout=2)
     assert time.monotonic() - started < 3 and scenario.held == []
+
+
+def test_the_time_held_by_killed_processes_is_the_union_of_their_holds():
+    from local.fault_scenarios import ABANDONED_TRANSACTION_SECONDS, killed
+    from local.faults import covered_seconds
+
+    t0 = pendulum.datetime(2026, 1, 1, tz="UTC")
+    kills = [killed(t0, 6), killed(t0.add(seconds=30), 6), killed(t0.add(seconds=200), 6)]
+    assert covered_seconds(kills) == 30 + ABANDONED_TRANSACTION_SECONDS + ABANDONED_TRANSACTION_SECONDS
+    assert covered_seconds([]) == 0
