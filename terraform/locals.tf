@@ -23,6 +23,16 @@ locals {
       name    = regex("^(.*):([^:]+)$", id)[1]
     }
   }
+  # Work-topic shards: one topic, pushed to the worker by a subscription of its own, per Cloud SQL instance
+  # (its position among the sorted instances, as shared/core/sharding.py computes it), so that every chain is
+  # pushed while the others run, here as on the local stack, whose Pub/Sub emulator pushes 2 requests at a
+  # time per subscription and does not apply subscription filters.
+  work_shards = {
+    for n, id in sort(keys(local.instances)) : "s${n}" => {
+      topic        = "${local.topic_names.work}-s${n}"
+      subscription = "${local.topic_names.work}-s${n}-worker"
+    }
+  }
   # Projects that hold source instances: the worker's export role is created in each of them.
   instance_projects = toset([for i in local.instances : i.project])
 

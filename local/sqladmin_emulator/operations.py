@@ -262,7 +262,8 @@ class OperationStore:
         spool: IO[bytes] | None = None
         error: tuple[str, str] | None = None
         try:
-            reason = self._faults.draw_operation_failure(op.export.uri)
+            # A vanishing export writes its object by definition (hang_exports / vanish_exports): no random failure.
+            reason = None if op.lost == "vanish" else self._faults.draw_operation_failure(op.export.uri)
             if reason is not None:
                 raise OperationFailed(
                     "INTERNAL_ERROR", f"An internal error occurred during the export (injected: {reason})."
