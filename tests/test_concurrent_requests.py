@@ -66,7 +66,7 @@ def test_each_google_client_is_built_once_per_process(monkeypatch: pytest.Monkey
             time.sleep(0.05)
 
     monkeypatch.setattr(clients_module.firestore, "Client", SlowFirestore)
-    monkeypatch.setattr(clients_module, "StateStore", lambda client, prefix: client)
+    monkeypatch.setattr(clients_module, "StateStore", lambda client, prefix, **_: client)
     clients = Clients(parse_config(demo_config()))
     stores = _at_once(lambda: clients.state)
     assert len(made) == 1 and all(s is stores[0] for s in stores)
