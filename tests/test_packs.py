@@ -321,3 +321,22 @@ def test_a_split_that_outlives_its_lease_stops_and_the_next_holder_finishes_it()
     drained(svc)
     assert {t.state for t in svc.state.all_tasks()} == {"done"}
     assert window_objects(svc) == window_objects(drained(make_backfilled(4)))
+
+
+def test_a_pack_is_not_cancelled_as_stuck_for_running_longer_than_one_window() -> None:
+    """Its stuck limit scales the previous export's duration by the windows each covered (a pack of 4 windows after
+    a single one may run 4 times as long); before, a pack was held to one window's limit and cancelled."""
+    doc = config_doc(pack={"max_windows": 48}, stuck_factor=3, stuck_min_seconds=1, poll_max_seconds=1)
+    svc = FakeServices(parse_config(doc), start=T0.add(hours=30), duration=2.0, content=content)
+    message = Backfill("bf-0", svc.clock.now(), T0, T0 + HOUR, "shop", ("orders",), False, False)
+    plan_backfill(message, svc)
+    drained(svc)  # window 0 alone: 2 s
+    svc.sqladmin.duration = 10.0  # the pack of windows 1-4: more than 3 x 2 s, less than 3 x 2 s x 4
+    message = Backfill("bf-1", svc.clock.now(), T0 + HOUR, T0 + HOUR * 5, "shop", ("orders",), False, False)
+    plan_backfill(message, svc)
+    svc.bus.published.clear()
+    drained(svc)
+    packed = [t for t in svc.state.all_tasks() if t.table and t.low > T0]
+    assert {(t.state, t.attempts) for t in packed} == {("done", 1)}
+    assert len({t.pack_uri for t in packed}) == 1 and len(packed) == 4
+    assert packed[0].operation not in svc.sqladmin.cancelled  # (the schema exports, alone, are held to their own)

@@ -230,7 +230,7 @@ class Chain:
         """The task's stuck limit, from how long its table's previous export ran (the operation list's times)."""
         previous = previous_export(self.state, task)
         ran = None
-        if previous is not None and previous.uri:
+        if previous is not None and previous.export_uri:
             try:
                 listed = self.services.sqladmin.list_operations(self.project, self.instance_name)
                 self.lease.heartbeat()
@@ -238,7 +238,9 @@ class Chain:
                 raise
             except RetryableError:
                 listed = []
-            ran = run_seconds(next((op for op in listed if op.uri == previous.uri and not op.failed), None))
+            ran = run_seconds(next((op for op in listed if op.uri == previous.export_uri and not op.failed), None))
+            if ran is not None:  # a pack may run as long as its windows alone would
+                ran = ran * packs.windows_of(task) / packs.windows_of(previous)
         return stuck_limit(self.settings, ran)
 
     def _cancel_stuck(self, task: Task, operation: Operation, limit: float, age: float) -> None:

@@ -150,6 +150,11 @@ def claim_pack(chain: Chain, pack: PreparedPack) -> Task | None:
     return claimed[0]
 
 
+def windows_of(task: Task) -> int:
+    """How many windows the task's export covers: its pack's, or 1."""
+    return len(task.pack_ids) if task.pack_uri and task.pack_ids else 1
+
+
 def members_of(chain: Chain, task: Task) -> list[Task]:
     """The pack's tasks still exported by it (in flight with this pack object), in window order."""
     found = chain.state.get_tasks(task.pack_ids or [task.id])
