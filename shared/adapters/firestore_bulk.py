@@ -206,7 +206,8 @@ def create_all(
         for reference, data in documents:
             path = reference._document_path
             if path in seen:
-                outcome.existed.append(reference.id)
+                with sender.lock:
+                    outcome.existed.append(reference.id)
                 continue
             seen.add(path)
             batch.append((reference, encode_create(path, data, stamps)))
