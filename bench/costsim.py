@@ -145,7 +145,8 @@ class SimClock:
 
 class QuickAdminApi(FakeAdminApi):
     """FakeAdminApi whose operations finish in O(running operations) per call, not O(every operation ever):
-    a simulated day holds thousands of operations and tens of thousands of polls. Answers are unchanged."""
+    a simulated day holds thousands of operations and tens of thousands of polls. Answers are unchanged (times
+    included)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -170,9 +171,12 @@ class QuickAdminApi(FakeAdminApi):
             del self._running[op.name]
 
     def _resource(self, op: Any) -> Any:
-        # The base class formats the insert time with pendulum on every poll; format it once per operation.
+        # The base class formats its times with pendulum on every poll; format them once per operation (the end
+        # time once it is DONE: the chain's polling forecasts from the API's own times).
         if "insert_time" not in op.extra:
             op.extra["insert_time"] = super()._resource(op).insert_time
+        if op.finished and "end_time" not in op.extra:
+            op.extra["end_time"] = super()._resource(op).end_time
         elapsed = self.clock.monotonic() - op.inserted
         status = "DONE" if op.finished else ("PENDING" if elapsed < min(0.1, op.duration / 2) else "RUNNING")
         error = op.error if op.finished else None
@@ -183,8 +187,8 @@ class QuickAdminApi(FakeAdminApi):
             error_code=error[0] if error else None,
             error_message=error[1] if error else None,
             insert_time=op.extra["insert_time"],
-            start_time=None,
-            end_time=None,
+            start_time=op.extra["insert_time"],
+            end_time=op.extra.get("end_time"),
         )
 
     def export(self, project: str, instance: str, body: dict[str, Any]) -> Any:
@@ -221,6 +225,10 @@ class CountingObjects:
     def create_json(self, key: str, document: dict[str, Any]) -> bool:
         self.ops["A"] += 1
         return self.inner.create_json(key, document)
+
+    def create_bytes(self, key: str, data: bytes, content_type: str) -> bool:
+        self.ops["A"] += 1
+        return self.inner.create_bytes(key, data, content_type)
 
     def key_of(self, uri: str) -> str:
         return self.inner.key_of(uri)
@@ -283,8 +291,11 @@ class CountingState:
         self._n("read", 1)
         return self.inner.get_task(tid)
 
-    def next_pending(self, instance: str, limit: int = 20) -> list[Task]:
+    def next_pending(self, instance: str, limit: int = 10) -> list[Task]:
         return self._query(self.inner.next_pending(instance, limit))
+
+    def pending_from(self, instance: str, low: pendulum.DateTime, limit: int = 10) -> list[Task]:
+        return self._query(self.inner.pending_from(instance, low, limit))
 
     def tasks_in_state(self, state: Any, *, instance: str | None = None) -> list[Task]:
         return self._query(self.inner.tasks_in_state(state, instance=instance))
@@ -326,6 +337,10 @@ class CountingState:
 
     def claim(self, task: Task, **kwargs: Any) -> Task | None:
         return self._write(self.inner.claim(task, **kwargs), kwargs.get("fence") is not None)
+
+    def claim_pack(self, tasks: Sequence[Task], **kwargs: Any) -> list[Task] | None:
+        self._n("write", len(tasks))
+        return self.inner.claim_pack(tasks, **kwargs)
 
     def mark_running(self, task: Task, operation: str, **kwargs: Any) -> Task | None:
         return self._write(self.inner.mark_running(task, operation, **kwargs), kwargs.get("fence") is not None)
@@ -407,6 +422,10 @@ class CountingState:
     def get_lease(self, instance: str) -> Any:
         self._n("read", 1)
         return self.inner.get_lease(instance)
+
+    def live_chains(self, now: pendulum.DateTime) -> int:
+        self._n("read", 1)  # a count aggregation: one read per 1,000 index entries
+        return self.inner.live_chains(now)
 
     # manifests
     def save_manifest(self, source: str, window: Window, manifest: dict[str, Any]) -> None:

@@ -62,3 +62,27 @@ def chain_figures(operations: Sequence[dict[str, Any]]) -> ChainFigures:
     dead = tuple(nxt - prev for prev, nxt in zip(ends, inserts[1:], strict=False))
     busy = sum(end - start for start, end in zip(inserts, ends, strict=True))
     return ChainFigures(len(ops), dead, busy, ends[-1] - inserts[0], inserts[0], ends[-1])
+
+
+def calls_by_export(calls: Sequence[dict[str, Any]]) -> list[int]:
+    """How many Admin API calls each export cost, from the emulator's call log of one instance: an export's calls
+    run from its accepted `export` call up to the next one (its polls, listings, and the refused submissions of the
+    next); the first export also owns whatever came before it."""
+    counts, exported = [0], False
+    for call in sorted(calls, key=lambda c: c["at"]):
+        accepted = call["verb"] == "export" and call["status"] == 200
+        if accepted and exported:
+            counts.append(0)
+        exported = exported or accepted
+        counts[-1] += 1
+    return counts if exported else []
+
+
+def busiest_minute(times: Sequence[float]) -> int:
+    """The most calls in any 60 s (times in seconds)."""
+    ordered, best, first = sorted(times), 0, 0
+    for last, at in enumerate(ordered):
+        while at - ordered[first] >= 60:
+            first += 1
+        best = max(best, last - first + 1)
+    return best

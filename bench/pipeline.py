@@ -3,9 +3,10 @@
 Each gap between two exports splits into two parts, read from the tasks' own timestamps (the worker records
 `submitted_at` just before its Firestore claim):
 
-- detect: previous export's endTime -> next task's `submitted_at`: the poll interval still running when the
-  export ended, the `operations.get` that sees DONE, and re-choosing the next task when the prefetched one
-  cannot be used (none prefetched, or a backfill task: the worker re-queries in case a live one arrived);
+- detect: previous export's endTime -> next task's `submitted_at`, itself in two: `seen`, endTime -> the answer
+  of the `operations.get` that saw DONE (the emulator's call log): the poll still to come when the export ended,
+  and the call; then DONE seen -> the claim: re-choosing the next task when the prefetched one cannot be used
+  (none prefetched, or not a live one: the worker re-queries in case a live one arrived);
 - submit: `submitted_at` -> next export's insertTime: the claim (a Firestore write with a precondition) and
   the `instances.export` call up to the emulator accepting it.
 """
@@ -19,8 +20,8 @@ from typing import Any
 
 import requests
 
-from bench.metrics import ChainFigures, chain_figures, timestamp
-from bench.scenarios import INSTANCE, SETTLE_SECONDS, Scenario
+from bench.metrics import ChainFigures, calls_by_export, chain_figures, timestamp
+from bench.scenarios import SETTLE_SECONDS, Scenario
 from local.driver import Driver
 from shared.core.tasks import Task
 
@@ -33,6 +34,13 @@ class Emulator:
 
     def faults(self, **knobs: Any) -> None:
         requests.post(f"{self.base}/faults", json=knobs, timeout=10).raise_for_status()
+
+    def calls(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """Every Admin API call the emulator answered since `since` (epoch seconds): verb, instance, operation,
+        status, time."""
+        response = requests.get(f"{self.base}/calls", params={"since": since}, timeout=30)
+        response.raise_for_status()
+        return list(response.json()["calls"])
 
     def operations(self, instance: str, since: float = 0.0) -> list[dict[str, Any]]:
         response = requests.get(f"{self.base}/operations", timeout=10)
@@ -62,17 +70,19 @@ class PipelineRun:
     idle_seconds: float  # trigger published -> chain idle (bookkeeping of the last export included)
     detect: tuple[float, ...]
     submit: tuple[float, ...]
+    seen: tuple[float, ...]  # endTime -> the answer of the operations.get that saw DONE
+    calls_per_export: tuple[int, ...]  # every Admin API call about the scenario's instance, by export, in order
 
 
 def run_scenario(driver: Driver, emulator: Emulator, scenario: Scenario, timeout: float) -> PipelineRun:
-    emulator.faults(min_duration=scenario.seconds)
+    emulator.faults(min_duration=scenario.seconds, duration_jitter=scenario.jitter)
     began = time.time()
     first, last = scenario.windows[0], scenario.windows[-1]
     if scenario.backfill:
-        driver.backfill(first.low, last.high, tables=list(scenario.tables))
+        driver.backfill(first.low, last.high, tables=list(scenario.tables), source=scenario.source)
     else:
         driver.tick(last.high.add(seconds=SETTLE_SECONDS))
-    ops = emulator.wait_done(INSTANCE, began, scenario.exports, timeout)
+    ops = emulator.wait_done(scenario.instance, began, scenario.exports, timeout)
     driver.wait_idle(timeout=timeout, quiet=0.3)
     idle = time.time() - began
     if len(ops) != scenario.exports:
@@ -83,6 +93,8 @@ def run_scenario(driver: Driver, emulator: Emulator, scenario: Scenario, timeout
     figures = chain_figures(ops)
     tasks = {t.operation: t for t in driver.clients.state.all_tasks() if t.operation}
     detect, submit = _breakdown(ops, tasks)
+    calls = [c for c in emulator.calls(began) if c["instance"] == scenario.instance]
+    seen = _seen(ops, calls)
     return PipelineRun(
         figures,
         figures.last_end - began,
@@ -90,7 +102,20 @@ def run_scenario(driver: Driver, emulator: Emulator, scenario: Scenario, timeout
         idle,
         detect,
         submit,
+        seen,
+        tuple(calls_by_export(calls)),
     )
+
+
+def _seen(ops: list[dict[str, Any]], calls: list[dict[str, Any]]) -> tuple[float, ...]:
+    """For each export but the last: its endTime -> the last answered operations.get about it (the one that saw
+    DONE)."""
+    last_get: dict[str, float] = {}
+    for call in calls:
+        if call["verb"] == "get" and call["status"] == 200 and call["operation"]:
+            last_get[call["operation"]] = max(call["at"], last_get.get(call["operation"], 0.0))
+    ordered = sorted(ops, key=lambda op: timestamp(op["insertTime"]))[:-1]
+    return tuple(last_get[op["name"]] - timestamp(op["endTime"]) for op in ordered if op["name"] in last_get)
 
 
 def _breakdown(ops: list[dict[str, Any]], tasks: dict[str, Task]) -> tuple[tuple[float, ...], tuple[float, ...]]:

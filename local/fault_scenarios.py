@@ -9,17 +9,21 @@ fixed offset from the start of the run and, where it lasts, cleared after its du
     one export that never finishes (hung: RUNNING until the worker cancels it)
     one export that vanishes (writes its object, then operations.get answers 404)
     a backup holding the instance longer than the worker's lease
+    a table's template broken (its query fails in PostgreSQL: a task-level failure that spends attempts) and
+    restored before its tasks run out of attempts
 
-The timeline records when each condition really held (wall clock), so the idle bound is measured from the moment
-a condition cleared (`idle_allowance`), not from when the instance last worked.
+Each condition names the instances it keeps idle (None: every one). The timeline records when each condition really
+held (wall clock), so the idle bound is measured, per instance, from the moment a condition that held that instance
+cleared (`idle_allowance`), not from when the instance last worked.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pendulum
 import requests
@@ -41,22 +45,58 @@ class Condition:
     clear: dict[str, object] = field(default_factory=dict)
     breaker: bool = False  # the chain waits it out with the breaker's back-off (no operation runs meanwhile)
     refusal: str | None = None  # the emulator's counter of the refusals it causes: held until one was answered
+    instances: tuple[str, ...] | None = None  # the instances (names) it keeps idle; None: every instance
+    hold_factor: float = 3.0  # a refusal not answered yet is held on, up to this many times `seconds`
+
+    def affects(self, instance: str) -> bool:
+        return self.instances is None or instance in self.instances
 
 
-def timeline(instance_name: str, lease_seconds: float) -> list[Condition]:
-    """The conditions of one run, in order."""
-    refused = [instance_name]
+TEMPLATE_KNOB = "template"
+"""Not an emulator knob: the scenario breaks ("broken") or restores ("restored") the served copy of a template."""
+TEMPLATE_FAILURES = "template_sql_error"
+"""The count of exports that failed on the broken template (read from the emulator's operation log)."""
+BROKEN_CLAUSE = "  AND 1 / 0 = 1\n"
+BROKEN_ERROR = "division by zero"  # what PostgreSQL answers to the clause, in the failed operation's message
+
+
+def timeline(instance_names: Sequence[str], lease_seconds: float) -> list[Condition]:
+    """The conditions of one run, in order: the 403 refuses every instance (IAM after an apply), the stop holds
+    the first two, the 429 quota is the caller's (every instance), the backup holds the first."""
+    every, first = tuple(instance_names), tuple(instance_names[:1])
+    stopped = tuple(instance_names[:2])
     return [
-        Condition("permission refused (403)", 0.0, {"forbidden_instances": refused}, 6.0,
-                  {"forbidden_instances": []}, breaker=True, refusal="http_403"),
-        Condition("instance stopped (400 not running)", 14.0, {"stopped_instances": refused}, 8.0,
-                  {"stopped_instances": []}, breaker=True, refusal="http_400_not_running"),
+        Condition("permission refused (403)", 0.0, {"forbidden_instances": list(every)}, 6.0,
+                  {"forbidden_instances": []}, breaker=True, refusal="http_403", instances=every),
+        Condition("instance stopped (400 not running)", 14.0, {"stopped_instances": list(stopped)}, 8.0,
+                  {"stopped_instances": []}, breaker=True, refusal="http_400_not_running", instances=stopped),
+        # Restored about a second after the first export failed on it: each of the table's tasks spends one or two of
+        # its attempts (while the other instances' chains run), never all of them.
+        Condition("template broken (SQL error)", 17.0, {TEMPLATE_KNOB: "broken"}, 1.0, {TEMPLATE_KNOB: "restored"},
+                  refusal=TEMPLATE_FAILURES, instances=(), hold_factor=10.0),
         Condition("rate limited (429)", 30.0, {"calls_per_minute": 4}, 6.0, {"calls_per_minute": 0}, breaker=True,
-                  refusal="http_429"),
-        Condition("hung operation", 40.0, {"hang_exports": 1}),
-        Condition("vanishing operation", 44.0, {"vanish_exports": 1}),
-        Condition("backup longer than the lease", 48.0, {}, lease_seconds * 1.5),
+                  refusal="http_429", instances=every),
+        Condition("hung operation", 40.0, {"hang_exports": 1}, instances=()),
+        Condition("vanishing operation", 44.0, {"vanish_exports": 1}, instances=()),
+        Condition("backup longer than the lease", 48.0, {}, lease_seconds * 1.5, instances=first),
     ]  # fmt: skip
+
+
+class TemplateFault:
+    """One table's template in the copy of templates/ the functions serve (CDC_TEMPLATES_DIR), broken and restored
+    in place: Jinja reloads a template whose file changed, so the next render serves the change, as a deploy of a
+    broken template then of its fix would. Broken, the query still renders with the same columns but PostgreSQL
+    refuses it (division by zero), so each export of the table fails as a task-level error and spends an attempt."""
+
+    def __init__(self, root: Path, template: str) -> None:
+        self.path = root / template
+        self.original = self.path.read_text()
+        if "ORDER BY" not in self.original:
+            raise ValueError(f"{self.path} has no ORDER BY to insert the failing clause before")
+        self.broken = self.original.replace("ORDER BY", BROKEN_CLAUSE + "ORDER BY", 1)
+
+    def __call__(self, broken: bool) -> None:
+        self.path.write_text(self.broken if broken else self.original)
 
 
 def breaker_wait_after(seconds: float) -> float:
@@ -86,15 +126,15 @@ class Scenario:
         self,
         admin_url: str,
         project: str,
-        instance_name: str,
         conditions: list[Condition],
         count: Callable[[str], None],
+        template: Callable[[bool], None] | None = None,
     ) -> None:
         self._admin = admin_url
         self._project = project
-        self._instance = instance_name
         self._conditions = conditions
         self._count = count
+        self._template = template
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._play, daemon=True, name="scenario")
         self.held: list[Held] = []
@@ -113,10 +153,15 @@ class Scenario:
                     self._set(held.condition.clear)
 
     def _set(self, knobs: dict[str, object]) -> None:
-        requests.post(f"{self._admin}/faults", json=knobs, timeout=10).raise_for_status()
+        knobs = dict(knobs)
+        template = knobs.pop(TEMPLATE_KNOB, None)
+        if template is not None and self._template is not None:
+            self._template(template == "broken")
+        if knobs:
+            requests.post(f"{self._admin}/faults", json=knobs, timeout=10).raise_for_status()
 
-    def _foreign(self, seconds: float) -> bool:
-        body = {"project": self._project, "instance": self._instance, "seconds": seconds}
+    def _foreign(self, instance: str, seconds: float) -> bool:
+        body = {"project": self._project, "instance": instance, "seconds": seconds}
         return requests.post(f"{self._admin}/foreign-operation", json=body, timeout=10).ok
 
     def _play(self) -> None:
@@ -127,8 +172,8 @@ class Scenario:
                 return
             if condition.knobs:
                 self._set(condition.knobs)
-            elif condition.seconds is not None:  # a foreign operation: retried until the instance is free
-                while not self._foreign(condition.seconds):
+            elif condition.seconds is not None and condition.instances:  # a foreign operation, once it is free
+                while not self._foreign(condition.instances[0], condition.seconds):
                     if self._stop.wait(1.0):
                         return
             held = Held(condition, pendulum.now("UTC"), refusals_before=self._refusals(condition))
@@ -154,7 +199,8 @@ class Scenario:
             if target == next_end:
                 due, held = ends.pop(0)
                 seconds = held.condition.seconds or 0.0
-                if self._refusals(held.condition) <= held.refusals_before and due < held.condition.at + 3 * seconds:
+                limit = held.condition.at + held.condition.hold_factor * seconds
+                if self._refusals(held.condition) <= held.refusals_before and due < limit:
                     ends.append((due + 1.0, held))  # not answered yet: hold on a little, so it is exercised
                     continue
                 self._set(held.condition.clear)
@@ -165,18 +211,27 @@ class Scenario:
     def _refusals(self, condition: Condition) -> int:
         if condition.refusal is None:
             return 0
+        if condition.refusal == TEMPLATE_FAILURES:
+            operations = requests.get(f"{self._admin}/operations", timeout=10).json()["operations"]
+            return sum(1 for op in operations if BROKEN_ERROR in str((op.get("error") or {}).get("message", "")))
         faults = requests.get(f"{self._admin}/stats", timeout=10).json().get("faults", {})
         return int(faults.get(condition.refusal, 0))
 
 
 def idle_allowance(
-    gap_start: pendulum.DateTime, gap_end: pendulum.DateTime, held: list[Held], limit: float
+    gap_start: pendulum.DateTime,
+    gap_end: pendulum.DateTime,
+    held: list[Held],
+    limit: float,
+    instance: str | None = None,
 ) -> tuple[pendulum.DateTime, float]:
-    """Where an idle gap really starts and how long it may last. A condition that held during the gap (a refusal,
-    a killed worker's lease) moves the start to the moment it cleared; after a breaker condition the breaker's
-    pause in force at that moment (`breaker_wait_after`) is designed idle time too."""
+    """Where an idle gap of `instance` really starts and how long it may last. A condition that held the instance
+    during the gap (a refusal, a killed worker's lease) moves the start to the moment it cleared; after a breaker
+    condition the breaker's pause in force at that moment (`breaker_wait_after`) is designed idle time too."""
     start, allowed = gap_start, limit
     for item in held:
+        if instance is not None and not item.condition.affects(instance):
+            continue
         if item.end is None or not (item.start < gap_end and item.end > gap_start) or item.end <= start:
             continue
         lasted = (item.end - item.start).total_seconds()
@@ -184,6 +239,18 @@ def idle_allowance(
     return start, allowed
 
 
-def killed(at: pendulum.DateTime, lease_seconds: float) -> Held:
-    """A worker killed at `at`: nothing can take its chain over before its lease expires."""
-    return Held(Condition("worker killed", 0.0, {}), at, at.add(seconds=lease_seconds))
+ABANDONED_TRANSACTION_SECONDS = 60.0
+"""How long the Firestore emulator keeps the documents of a killed process's open transactions locked (measured:
+a lease read inside a transaction by a chain of a SIGKILLed process could not be taken over for 60 to 61 s; other
+transactions on it fail with "Transaction lock timeout"). Inferred for production: Firestore's default pessimistic
+concurrency holds a transaction's locks until it commits, rolls back or expires idle."""
+
+
+def killed(at: pendulum.DateTime, lease_seconds: float, point: str = "") -> Held:
+    """A worker process killed at `at`. One process runs the chains of several instances (request concurrency), and
+    every one of them dies with it: a chain killed outside a transaction can be taken over once its lease expires,
+    but one killed inside a Firestore transaction holds its lease document locked until the transaction is dropped
+    (`ABANDONED_TRANSACTION_SECONDS`), and which chains were inside one is not known: the condition holds every
+    instance until then."""
+    kind = f"worker killed at {point}" if point else "worker killed"
+    return Held(Condition(kind, 0.0, {}), at, at.add(seconds=max(lease_seconds, ABANDONED_TRANSACTION_SECONDS)))

@@ -1,31 +1,34 @@
 """The fault-injection suite: run the pipeline through crashes, API faults, busy instances and duplicate
 deliveries on the local stack, then prove that nothing was lost, duplicated or reordered.
 
-    python -m local.faults            # fast variant (12 hourly windows), the one `make test` runs via pytest
-    python -m local.faults --full     # the full suite: 48 hourly windows of 4 tables plus schema
+    python -m local.faults            # fast variant (6 Cloud SQL instances x 6 hourly windows), run by `make test`
+    python -m local.faults --full     # the full suite: 6 instances x 48 hourly windows of 4 tables plus schema
 
 Both start their own stack (default state folder /tmp/cdc-faults-stack, port base 18200; see --help) and stop
 it at the end. What is injected while the windows are exported:
 
+- six Cloud SQL instances (sources on the same database), more than the Pub/Sub emulator's 2 pushes in flight per
+  subscription: each has its own work topic and subscription, and one worker process runs their chains at once;
 - the Admin API emulator answers HTTP 503 to 20% of calls and fails 10% of export operations;
-- foreign operations (as a backup would) hold the instance busy at random moments;
+- foreign operations (as a backup would) hold a random instance busy at random moments;
 - every tick is delivered 1 to 3 times (republished, or pushed again with the same message id), and every
   `work` message the chain publishes is pushed to the worker up to twice more with the same message id
   (tapped from the work topic through an extra pull subscription);
 - the worker process is SIGKILLed at random at the failpoints of shared/testing/failpoints.py (after taking the
   lease, between submit and saving the operation name, mid-poll, after DONE before the watermark update);
-  gunicorn replaces the killed process and Pub/Sub redelivers the message it was handling;
+  gunicorn replaces the killed process (and with it every chain it ran) and Pub/Sub redelivers what it was handling;
 - production's instance-level conditions on a timeline (local/fault_scenarios.py): 403 for the first seconds,
-  the instance stopped then started, a 429 burst, a hung export, a vanishing export, a backup longer than the
-  lease.
+  two instances stopped then started, a 429 burst, a hung export, a vanishing export, a backup longer than the
+  lease; and a table's template broken (a SQL error) then restored, in the copy of templates/ the functions serve.
 
 The checks (`check_run`): every (table, window) exported by exactly one successful operation, its object
 the only one for the window and its rows equal to the source's; no export ever refused for an existing
 object (an overwrite attempt); watermarks at the range end and never moved backwards; no two operations
-overlapping on the instance, and none of a task submitted while a previous one of it still ran; the
-instance never idle longer than the lease expiry (plus the retry back-off) while work was ready, measured from the
-moment the condition that kept it idle cleared (a refusal, a killed worker's lease; after a refusal, plus the
-breaker's pause in force then); every timeline condition injected, and no task failed by any of them.
+overlapping on an instance, and none of a task submitted while a previous one of it still ran; no instance idle
+longer than the lease expiry (plus the retry back-off) while work was ready, measured from the moment the condition
+that kept it idle cleared (a refusal, a killed worker's lease; after a refusal, plus the breaker's pause in force
+then); every timeline condition injected, and no task failed by any of them. The summary gives, per fault kind,
+how many were injected and survived, and the longest pause (from the moment it cleared to the instance working).
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ from __future__ import annotations
 import argparse
 import base64
 import concurrent.futures
+import copy
 import itertools
 import json
 import os
 import random
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -54,16 +59,27 @@ from google.cloud import storage
 
 from local.demo_data import TABLES, seed
 from local.driver import Driver
-from local.fault_scenarios import Held, Scenario, idle_allowance, killed, timeline
+from local.fault_scenarios import (
+    BROKEN_ERROR,
+    TEMPLATE_FAILURES,
+    Held,
+    Scenario,
+    TemplateFault,
+    idle_allowance,
+    killed,
+    timeline,
+)
 from local.httpcall import call
 from local.pubsub_wiring import PubSubAdmin
 from local.stack import REPO, Stack
 from shared.core.config import Config, parse_config
+from shared.core.sharding import work_shard_topics
 from shared.core.tasks import Task
+from shared.core.templates import TEMPLATES_DIR
 
 START = pendulum.datetime(2026, 10, 1, tz="UTC")
 DATABASE = "faults"
-TAP_SUBSCRIPTION = "faults-work-tap"
+TAP_PREFIX = "faults-tap-"  # + the work topic it taps
 SETTLE_SECONDS = 300
 RECOVERY_SECONDS = 4.0
 STOP_SECONDS = 50.0  # the longest the injector's teardown may take
@@ -88,7 +104,8 @@ WORKER = {
 class FaultPlan:
     """What one run exports and injects."""
 
-    hours: int = 12
+    hours: int = 6
+    instances: int = 6
     rows_per_hour: int = 100
     error_rate: float = 0.2
     op_fail_rate: float = 0.1
@@ -96,23 +113,33 @@ class FaultPlan:
     foreign_gap_seconds: float = 4.0  # mean pause between foreign operations
     foreign_seconds: tuple[float, float] = (0.3, 2.0)
     max_copies: int = 3  # each tick and work message is delivered 1..max_copies times
+    # Every instance's chain reaches the failpoints and a kill stops every chain of the process, holding them for up
+    # to a minute (fault_scenarios.ABANDONED_TRANSACTION_SECONDS), so each rate is divided by the number of
+    # instances (`failpoints_env`): a fast run sees a few kills (measured: 2 to 7), and most of it runs under the
+    # idle bound of the other conditions.
     failpoints: dict[str, float] = field(
         default_factory=lambda: {"with_lease": 0.15, "after_submit": 0.04, "mid_poll": 0.015, "after_done": 0.04}
     )
+    broken_table: str = "orders"  # whose template is broken then restored mid-run
     seed: int = 20261001
     timeout_seconds: float = 600.0
 
     @classmethod
     def full(cls) -> FaultPlan:
-        """48 hourly windows; rates lowered a little so that kills stay in the tens, not the hundreds."""
+        """48 hourly windows; failpoint rates lowered so that a run sees a handful of kills (each holds every instance
+        for a minute, during which the idle bound is not measured), not tens."""
         return cls(
             hours=48,
-            failpoints={"with_lease": 0.1, "after_submit": 0.02, "mid_poll": 0.005, "after_done": 0.02},
-            timeout_seconds=1800.0,
+            failpoints={"with_lease": 0.03, "after_submit": 0.006, "mid_poll": 0.0015, "after_done": 0.006},
+            timeout_seconds=2400.0,
         )
 
     def failpoints_env(self) -> str:
-        return ",".join(f"{name}:{rate}" for name, rate in self.failpoints.items())
+        return ",".join(f"{name}:{rate / self.instances:.5f}" for name, rate in self.failpoints.items())
+
+    @property
+    def tasks(self) -> int:
+        return self.hours * (1 + len(TABLES)) * self.instances
 
 
 @dataclass
@@ -126,6 +153,7 @@ class FaultReport:
     windows_compared: int = 0
     rows_compared: int = 0
     max_idle_seconds: float = 0.0
+    killed_hold_seconds: float = 0.0  # time during which a killed process's hold covered every instance
     idle_limit_seconds: float = 0.0
     resumed_after: dict[str, float] = field(default_factory=dict)
     pipeline_seconds: float = 0.0
@@ -136,11 +164,19 @@ class FaultReport:
     def ok(self) -> bool:
         return not self.violations
 
+    survived: Counter[str] = field(default_factory=Counter)
+
     def summary(self) -> str:
+        plan = self.plan
         lines = [
-            f"fault suite: {self.plan.hours} hourly windows x {len(TABLES)} tables + schema = {self.tasks} tasks",
-            "faults injected:",
-            *(f"  {kind:<28} {count}" for kind, count in sorted(self.injected.items())),
+            f"fault suite: {plan.instances} Cloud SQL instances x {plan.hours} hourly windows x ({len(TABLES)} tables"
+            f" + schema) = {self.tasks} tasks",
+            f"  {'fault kind':<44} {'injected':>8} {'survived':>8}  longest pause (cleared -> working again)",
+            *(
+                f"  {kind:<44} {count:>8} {self.survived[kind]:>8}  "
+                + (f"{self.resumed_after[kind]:.1f} s" if kind in self.resumed_after else "-")
+                for kind, count in sorted(self.injected.items())
+            ),
             "recoveries:",
             *(f"  {kind:<28} {count}" for kind, count in sorted(self.recoveries.items())),
             f"compared: {self.windows_compared} (table, window) exports, {self.rows_compared} rows, all equal"
@@ -148,8 +184,8 @@ class FaultReport:
             else f"compared: {self.windows_compared} (table, window) exports, {self.rows_compared} rows",
             f"longest instance idle while work was ready: {self.max_idle_seconds:.1f} s "
             f"(limit {self.idle_limit_seconds:.1f} s, from the moment a condition cleared)",
-            "longest wait per condition (cleared -> next operation on the instance):",
-            *(f"  {kind:<40} {seconds:.1f} s" for kind, seconds in sorted(self.resumed_after.items())),
+            f"killed processes held every instance for {self.killed_hold_seconds:.0f} s of the pipeline's "
+            f"{self.pipeline_seconds:.0f} s (their leases and the Firestore transactions they left open)",
             f"time: pipeline {self.pipeline_seconds:.1f} s, total {self.total_seconds:.1f} s",
             "result: OK" if self.ok else f"result: {len(self.violations)} VIOLATIONS",
             *(f"  - {v}" for v in self.violations),
@@ -157,12 +193,19 @@ class FaultReport:
         return "\n".join(lines)
 
 
-def fault_config(hours: int) -> dict[str, Any]:
-    """The demo config on the `faults` database, fast worker settings, planning from START."""
+def fault_config(hours: int, instances: int = 1) -> dict[str, Any]:
+    """The demo config on the `faults` database, fast worker settings, planning from START; with several instances,
+    one source per instance (`shop`, `shop2`... on `shop-pg`, `shop-pg-2`...), keys qualified by the source."""
     doc = json.loads(DEMO_CONFIG.read_text())
     doc["worker"] = {**doc["worker"], **WORKER}
     source = doc["sources"][0]
     source.update(database=DATABASE, start=START.isoformat(), catchup_cap=max(48, hours))
+    for n in range(2, instances + 1):
+        extra = copy.deepcopy(source)
+        extra.update(name=f"{source['name']}{n}", instance=f"{source['instance']}-{n}")
+        doc["sources"].append(extra)
+    if instances > 1:
+        doc["layout"] = {**doc.get("layout", {}), "table": "keys/table_by_source.j2"}
     return doc
 
 
@@ -195,7 +238,8 @@ class Injector:
         self._futures: list[concurrent.futures.Future[None]] = []
         self._admin_url = f"http://127.0.0.1:{stack.ports.sqladmin}/_emulator"
         self._pubsub = PubSubAdmin(f"127.0.0.1:{stack.ports.pubsub}", config.project)
-        self._tap_url = f"{self._pubsub.base}/subscriptions/{TAP_SUBSCRIPTION}"
+        # Every work topic: the shards the chains publish on, and the base topic.
+        self._work_topics = [config.work_topic, *work_shard_topics(config.work_topic, config.instances()).values()]
         project = config.project
         self.planner_url = f"http://127.0.0.1:{stack.ports.planner}/projects/{project}/topics/{config.ticks_topic}"
         self.worker_url = f"http://127.0.0.1:{stack.ports.worker}/projects/{project}/topics/{config.work_topic}"
@@ -205,7 +249,8 @@ class Injector:
             self.counts[key] += n
 
     def start(self) -> None:
-        self._pubsub.ensure_pull_subscription(TAP_SUBSCRIPTION, self.config.work_topic)
+        for topic in self._work_topics:
+            self._pubsub.ensure_pull_subscription(TAP_PREFIX + topic, topic)
         for target in (self._foreign_loop, self._tap_loop):
             thread = threading.Thread(target=target, daemon=True, name=target.__name__)
             thread.start()
@@ -221,7 +266,8 @@ class Injector:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self._pool.shutdown(wait=False, cancel_futures=True)
         concurrent.futures.wait(self._futures, timeout=max(0.0, deadline - time.monotonic()))
-        self._pubsub.delete_subscription(TAP_SUBSCRIPTION)
+        for topic in self._work_topics:
+            self._pubsub.delete_subscription(TAP_PREFIX + topic)
 
     def _post(self, url: str, body: dict[str, Any], kind: str, delay: float) -> None:
         """Push like Pub/Sub does: a failed or cut-off delivery is retried with back-off, 5 attempts at most."""
@@ -240,31 +286,38 @@ class Injector:
         self._futures.append(self._pool.submit(self._post, url, body, kind, self.rng.uniform(0.0, 1.5)))
 
     def _foreign_loop(self) -> None:
-        project, instance = self.config.sources[0].instance.split(":", 1)
         low, high = self.plan.foreign_seconds
+        instances = self.config.instances()
         while not self._stop.wait(self.rng.expovariate(1 / self.plan.foreign_gap_seconds)):
+            project, instance = self.rng.choice(instances).split(":", 1)
             body = {"project": project, "instance": instance, "seconds": round(self.rng.uniform(low, high), 2)}
             response = requests.post(f"{self._admin_url}/foreign-operation", json=body, timeout=10)
             self.count("foreign operation" if response.ok else "foreign operation refused (busy)")
 
     def _tap_loop(self) -> None:
         """Each `work` message the pipeline publishes is pushed to the worker 0..max_copies-1 more times."""
-        subscription = f"projects/{self.config.project}/subscriptions/{TAP_SUBSCRIPTION}"
         while not self._stop.is_set():
-            _, answer = call("POST", f"{self._tap_url}:pull", {"maxMessages": 20, "returnImmediately": True})
-            received = (answer or {}).get("receivedMessages", [])
-            if not received:
+            if not sum(self._tap(topic) for topic in self._work_topics):
                 self._stop.wait(0.2)
-                continue
-            call("POST", f"{self._tap_url}:acknowledge", {"ackIds": [r["ackId"] for r in received]})
-            for item in received:
-                message = item["message"]
-                body = push_body(
-                    base64.b64decode(message["data"]), message["messageId"], message["publishTime"], subscription
-                )
-                for _ in range(self.rng.randrange(self.plan.max_copies)):
-                    self.count("work message pushed again (same id)")
-                    self.push_again(self.worker_url, body, "work")
+
+    def _tap(self, topic: str) -> int:
+        """Pull what was published on one work topic and push copies; returns how many messages it pulled."""
+        tap = f"{self._pubsub.base}/subscriptions/{TAP_PREFIX}{topic}"
+        subscription = f"projects/{self.config.project}/subscriptions/{TAP_PREFIX}{topic}"
+        _, answer = call("POST", f"{tap}:pull", {"maxMessages": 20, "returnImmediately": True})
+        received = (answer or {}).get("receivedMessages", [])
+        if not received:
+            return 0
+        call("POST", f"{tap}:acknowledge", {"ackIds": [r["ackId"] for r in received]})
+        for item in received:
+            message = item["message"]
+            body = push_body(
+                base64.b64decode(message["data"]), message["messageId"], message["publishTime"], subscription
+            )
+            for _ in range(self.rng.randrange(self.plan.max_copies)):
+                self.count("work message pushed again (same id)")
+                self.push_again(self.worker_url, body, "work")
+        return len(received)
 
 
 def publish_ticks(driver: Driver, injector: Injector, plan: FaultPlan, rng: random.Random) -> None:
@@ -324,15 +377,17 @@ def check_run(
     held: list[Held] | None = None,
     vanished: int = 0,
 ) -> tuple[list[str], float]:
-    """Every invariant of the suite; returns the violations and the longest idle gap while work was ready.
-    `held`: when conditions kept the instance idle (see `idle_allowance`); `vanished`: exports whose operation
-    the emulator forgot after they wrote their object (their object is superseded by the task's next generation).
-    """
+    """Every invariant of the suite, for every source; returns the violations and the longest idle gap of an
+    instance while work was ready. `held`: when conditions kept instances idle (see `idle_allowance`); `vanished`:
+    exports whose operation the emulator forgot after they wrote their object (their object is superseded by the
+    task's next generation)."""
     violations: list[str] = []
-    source = config.sources[0]
     end = START.add(hours=hours)
-    expected_ids = {(t, START.add(hours=h)) for h in range(hours) for t in [None, *source.table_names]}
-    found = {(t.table, t.low) for t in tasks}
+    expected_ids = {
+        (source.name, t, START.add(hours=h)) for source in config.sources for h in range(hours)
+        for t in [None, *source.table_names]
+    }  # fmt: skip
+    found = {(t.source, t.table, t.low) for t in tasks}
     if found != expected_ids or len(tasks) != len(expected_ids):
         violations.append(f"tasks: {len(tasks)} for {len(expected_ids)} expected (table, window) pairs")
     for task in tasks:
@@ -358,8 +413,8 @@ def check_run(
         missing = sorted(uris - {prefix + o for o in exported})[:5]
         violations.append(f"objects differ from the tasks' uris: extra {extra}, missing {missing}")
     windows_with_manifest = {_MANIFEST.sub("", o) for o in manifests}
-    if len(windows_with_manifest) != hours:
-        violations.append(f"manifests for {len(windows_with_manifest)} of {hours} windows")
+    if len(windows_with_manifest) != hours * len(config.sources):
+        violations.append(f"manifests for {len(windows_with_manifest)} of {hours * len(config.sources)} windows")
 
     # Operations: one successful export per (table, window); no overwrite attempt.
     exports = [op for op in operations if op["operationType"] == "EXPORT"]
@@ -373,7 +428,47 @@ def check_run(
         if op["error"] and op["error"]["code"] == "ALREADY_EXISTS":
             violations.append(f"export refused, object exists (overwrite attempt): {op['uri']}")
 
-    # Serial per instance, and per task.
+    # Watermarks: at the end, and each table's log a forward-only chain from START to the end.
+    for source in config.sources:
+        for table in source.table_names:
+            if watermarks.get((source.name, table)) != end:
+                violations.append(
+                    f"watermark of {source.name}.{table} is {watermarks.get((source.name, table))}, not {end}"
+                )
+            moves = sorted(
+                (e for e in history if e["table"] == table and e.get("source", source.name) == source.name),
+                key=lambda e: e["at"],
+            )
+            position = START
+            for move in moves:
+                if move["from"] != position or move["to"] <= move["from"]:
+                    violations.append(
+                        f"watermark of {source.name}.{table} moved {move['from']} -> {move['to']} after {position}"
+                    )
+                position = max(position, move["to"])
+            if position != end:
+                violations.append(f"watermark log of {source.name}.{table} ends at {position}, not {end}")
+
+    max_idle = 0.0
+    for instance, instance_ops in _by_instance(operations).items():
+        found_violations, idle = _check_instance(instance, instance_ops, idle_limit, held or [])
+        violations += found_violations
+        max_idle = max(max_idle, idle)
+    return violations, max_idle
+
+
+def _by_instance(operations: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for op in operations:
+        grouped.setdefault(op.get("instance", ""), []).append(op)
+    return grouped
+
+
+def _check_instance(
+    instance: str, operations: list[dict[str, Any]], idle_limit: float, held: list[Held]
+) -> tuple[list[str], float]:
+    """One instance's operations: serial, serial per task, and never idle past the limit while work was ready."""
+    violations: list[str] = []
     spans = sorted((_when(op["insertTime"]), _when(op["endTime"]), op) for op in operations)
     for (_, a_end, a), (b_start, _, b) in itertools.pairwise(spans):
         if b_start < a_end:
@@ -387,19 +482,6 @@ def check_run(
             if b_start < a_end:
                 violations.append(f"{key} submitted again while its previous export still ran")
 
-    # Watermarks: at the end, and each table's log a forward-only chain from START to the end.
-    for table in source.table_names:
-        if watermarks.get((source.name, table)) != end:
-            violations.append(f"watermark of {table} is {watermarks.get((source.name, table))}, not {end}")
-        moves = sorted((e for e in history if e["table"] == table), key=lambda e: e["at"])
-        position = START
-        for move in moves:
-            if move["from"] != position or move["to"] <= move["from"]:
-                violations.append(f"watermark of {table} moved {move['from']} -> {move['to']} after {position}")
-            position = max(position, move["to"])
-        if position != end:
-            violations.append(f"watermark log of {table} ends at {position}, not {end}")
-
     # The instance never idles (no operation at all) longer than the limit while exports were still to do.
     last_export = max((s for s, _, op in spans if op["operationType"] == "EXPORT"), default=None)
     max_idle = 0.0
@@ -408,12 +490,13 @@ def check_run(
         if last_export is None or start > last_export:
             break
         if busy_until is not None and start > busy_until:
-            since, allowed = idle_allowance(busy_until, start, held or [], idle_limit)
+            since, allowed = idle_allowance(busy_until, start, held, idle_limit, instance or None)
             idle = (start - since).total_seconds()
             max_idle = max(max_idle, idle)
             if idle > allowed:
                 violations.append(
-                    f"the instance idled {idle:.1f} s while work was ready, from {since} (limit {allowed:.1f} s)"
+                    f"instance {instance or '(one)'} idled {idle:.1f} s while work was ready, from {since} "
+                    f"(limit {allowed:.1f} s)"
                 )
         busy_until = finish if busy_until is None else max(busy_until, finish)
     return violations, max_idle
@@ -425,21 +508,69 @@ def _generation(uri: str) -> int:
 
 
 def resumed_after(held: list[Held], operations: list[dict[str, Any]]) -> dict[str, float]:
-    """Per condition kind, the longest time from its clearing to the next operation on the instance (0 when one
-    was running at that moment)."""
-    spans = sorted((_when(op["insertTime"]), _when(op["endTime"])) for op in operations)
+    """Per fault kind, the longest time from its clearing to the next export on an instance it held (0 when one was
+    running there at that moment; none followed when the instance had nothing left to export). Foreign operations
+    do not count: an instance done with its exports may get a backup long after."""
     waits: dict[str, float] = {}
+    grouped = _by_instance(operations)
     for item in held:
-        if item.end is None or item.condition.kind == "worker killed":
+        if item.end is None:
             continue
-        if any(start <= item.end < end for start, end in spans):
-            following: pendulum.DateTime | None = item.end
-        else:
-            following = next((start for start, _ in spans if start >= item.end), None)
-        if following is not None:
-            wait = (following - item.end).total_seconds()
-            waits[item.condition.kind] = max(waits.get(item.condition.kind, 0.0), wait)
+        for instance, instance_ops in grouped.items():
+            if instance and not item.condition.affects(instance):
+                continue
+            spans = sorted(
+                (_when(op["insertTime"]), _when(op["endTime"]))
+                for op in instance_ops
+                if op["operationType"] == "EXPORT"
+            )
+            if any(start <= item.end < end for start, end in spans):
+                following: pendulum.DateTime | None = item.end
+            else:
+                following = next((start for start, _ in spans if start >= item.end), None)
+            if following is not None:
+                kind = item.condition.kind
+                waits[kind] = max(waits.get(kind, 0.0), (following - item.end).total_seconds())
     return waits
+
+
+def covered_seconds(held: list[Held]) -> float:
+    """The length of the union of the conditions' spans."""
+    spans = sorted((h.start, h.end) for h in held if h.end is not None)
+    total, reach = 0.0, None
+    for start, end in spans:
+        if reach is None or start > reach:
+            total += (end - start).total_seconds()
+            reach = end
+        elif end > reach:
+            total += (end - reach).total_seconds()
+            reach = end
+    return total
+
+
+def survivors(injected: Counter[str], violations: list[str]) -> Counter[str]:
+    """Faults survived: all of a kind when the run ended with every check passing (all tasks done and none failed,
+    nothing lost, duplicated, overwritten or overlapping, watermarks forward only, no instance idle past its bound,
+    every condition answered); none of any kind otherwise, since a broken invariant cannot be pinned on one fault."""
+    return Counter({kind: 0 if violations else n for kind, n in injected.items()})
+
+
+ANSWER_KINDS = {
+    "http_503": "HTTP 503 answers",
+    "http_403": "HTTP 403 answers (permission)",
+    "http_400_not_running": "HTTP 400 answers (not running)",
+    "http_409_invalid_state": "HTTP 409 answers (invalid state)",
+    "http_429": "HTTP 429 answers (quota)",
+    "operation_hang": "exports hung",
+    "operation_vanish": "exports vanished",
+    "op_fail": "export operations failed",
+    TEMPLATE_FAILURES: "exports failed on the broken template",
+}
+
+
+def template_failures(operations: list[dict[str, Any]]) -> int:
+    """Exports that failed on the broken template (PostgreSQL's answer to its clause)."""
+    return sum(1 for op in operations if BROKEN_ERROR in str((op.get("error") or {}).get("message", "")))
 
 
 def read_log_entries(path: Path, offset: int = 0) -> list[dict[str, Any]]:
@@ -471,11 +602,15 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
     os.environ.update(stack.env())
     seed(stack.pg_dsn("postgres"), START, hours=plan.hours, rows_per_table=plan.hours * plan.rows_per_hour,
          database=DATABASE)  # fmt: skip
-    doc = fault_config(plan.hours)
+    doc = fault_config(plan.hours, plan.instances)
     config_path = workdir / "faults_config.json"
     config_path.write_text(json.dumps(doc))
     os.environ["CDC_CONFIG_FILE"] = str(config_path)
-    stack.restart_functions(config_path=config_path, extra_env={"CDC_FAILPOINTS": plan.failpoints_env()})
+    # The functions serve a copy of templates/, so that the scenario can break a table's template and restore it.
+    templates = workdir / "templates"
+    shutil.copytree(TEMPLATES_DIR, templates, dirs_exist_ok=True)
+    extra_env = {"CDC_FAILPOINTS": plan.failpoints_env(), "CDC_TEMPLATES_DIR": str(templates)}
+    stack.restart_functions(config_path=config_path, extra_env=extra_env)
     config = parse_config(doc, sqladmin_endpoint=stack.env()["CDC_SQLADMIN_ENDPOINT"])
     driver = Driver(config)
     worker_log, planner_log = stack.logs_dir / "worker.log", stack.logs_dir / "planner.log"
@@ -494,12 +629,13 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
 
     injector = Injector(stack, config, plan, rng)
     injector.start()
-    project, instance_name = config.sources[0].instance.split(":", 1)
-    conditions = timeline(instance_name, WORKER["lease_seconds"])
-    scenario = Scenario(admin, project, instance_name, conditions, injector.count)
+    project = config.sources[0].instance_project
+    conditions = timeline([s.instance_name for s in config.sources], WORKER["lease_seconds"])
+    broken = config.sources[0].table(plan.broken_table).template
+    scenario = Scenario(admin, project, conditions, injector.count, TemplateFault(templates, broken))
     scenario.start()
     started = time.monotonic()
-    expected = plan.hours * (1 + len(TABLES))
+    expected = plan.tasks
     cut_short: str | None = None
     try:
         publish_ticks(driver, injector, plan, rng)
@@ -522,7 +658,9 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
     entries = read_log_entries(worker_log, offsets[worker_log])
     planner_entries = read_log_entries(planner_log, offsets[planner_log])
     kills = [e for e in entries if e.get("message", "").startswith("failpoint fired")]
-    held = scenario.held + [killed(_when(e["time"]), WORKER["lease_seconds"]) for e in kills if e.get("time")]
+    held = scenario.held + [
+        killed(_when(e["time"]), WORKER["lease_seconds"], e.get("failpoint", "")) for e in kills if e.get("time")
+    ]
     # The lease expiry, plus the longest designed pause (a retry's back-off), plus the recovery work after
     # a take-over (list operations, re-read and submit, each call facing 20% HTTP 503s).
     report.idle_limit_seconds = WORKER["lease_seconds"] + WORKER["retry_max_seconds"] * 1.2 + RECOVERY_SECONDS
@@ -531,16 +669,19 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
         report.idle_limit_seconds, held, stats.get("faults", {}).get("operation_vanish", 0),
     )  # fmt: skip
     violations += [f"condition never injected: {c.kind}" for c in conditions if not injector.counts[c.kind]]
+    answered = {**stats.get("faults", {}), TEMPLATE_FAILURES: template_failures(operations)}
     violations += [f"condition never answered to the worker: {c.kind}" for c in conditions
-                   if c.refusal and not stats.get("faults", {}).get(c.refusal)]  # fmt: skip
-    violations += [f"task failed: {e.get('task')} {e.get('error')}" for e in entries
-                   if e.get("message", "").startswith(("export failed for good", "task cannot run"))]  # fmt: skip
+                   if c.refusal and not answered.get(c.refusal)]  # fmt: skip
+    failed = [e for e in entries if e.get("message", "").startswith(("export failed for good", "task cannot run"))]
+    violations += [f"task failed: {e.get('task')} {e.get('error')}" for e in failed]
     report.resumed_after = resumed_after(held, operations)
+    report.killed_hold_seconds = covered_seconds([h for h in held if h.condition.kind.startswith("worker killed")])
     cancelled = [op for op in operations if (op.get("error") or {}).get("code") == "OPERATION_CANCELLED"]
-    for op in cancelled:
-        report.resumed_after["hung operation (cancelled after)"] = (
-            _when(op["endTime"]) - _when(op["insertTime"])
-        ).total_seconds()
+    for op in cancelled:  # a hung export holds its instance until the chain cancels it: that is its pause
+        report.resumed_after["hung operation"] = max(
+            report.resumed_after.get("hung operation", 0.0),
+            (_when(op["endTime"]) - _when(op["insertTime"])).total_seconds(),
+        )
     checks = driver.reconcile(stack.pg_dsn("postgres"))
     report.tasks = len(tasks)
     report.windows_compared = len(checks)
@@ -551,8 +692,8 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
 
     for name, n in Counter(e["failpoint"] for e in kills).items():
         report.injected[f"worker killed at {name}"] = n
-    for name, n in stats.get("faults", {}).items():
-        report.injected[{"http_503": "HTTP 503 answers", "op_fail": "export operations failed"}.get(name, name)] = n
+    for name, n in {**stats.get("faults", {}), TEMPLATE_FAILURES: answered[TEMPLATE_FAILURES]}.items():
+        report.injected[ANSWER_KINDS.get(name, name)] = n
     busy = sum(n for key, n in stats.get("answers", {}).items() if key.startswith("http_409"))
     report.injected["409 busy answers"] = busy
     report.injected.update(injector.counts)
@@ -589,14 +730,16 @@ def run_suite(stack: Stack, plan: FaultPlan, workdir: Path) -> FaultReport:
     for kind in ("stuck exports cancelled and retried", "vanished exports retried"):
         if not report.recoveries[kind]:
             report.violations.append(f"no {kind}: the condition was injected but never handled")
+    report.survived = survivors(report.injected, report.violations)
     report.total_seconds = time.monotonic() - t0
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.faults", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--full", action="store_true", help="48 hourly windows (default: the fast 12)")
+    parser.add_argument("--full", action="store_true", help="48 hourly windows (default: the fast 6)")
     parser.add_argument("--hours", type=int, help="number of hourly windows (overrides --full's 48)")
+    parser.add_argument("--instances", type=int, help="number of Cloud SQL instances (default 6; at least 2)")
     parser.add_argument("--state-dir", default="/tmp/cdc-faults-stack", help="state folder of the suite's stack")
     parser.add_argument("--port-base", type=int, default=18200, help="first port of the suite's stack")
     parser.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
@@ -604,6 +747,10 @@ def main(argv: list[str] | None = None) -> int:
     plan = FaultPlan.full() if args.full else FaultPlan()
     if args.hours:
         plan = FaultPlan(**{**plan.__dict__, "hours": args.hours})
+    if args.instances is not None:
+        if args.instances < 2:
+            parser.error(f"--instances {args.instances}: the timeline stops two instances; give 2 or more")
+        plan = FaultPlan(**{**plan.__dict__, "instances": args.instances})
     stack = Stack(args.state_dir, args.port_base)
     stack.up()
     try:

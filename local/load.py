@@ -33,10 +33,11 @@ import requests
 
 from local import processes
 from local.driver import Driver
-from local.pubsub_wiring import PubSubAdmin
+from local.pubsub_wiring import PubSubAdmin, shard_subscription
 from local.stack import DEFAULT_CONFIG, PLANNER_SUBSCRIPTION, WORKER_SUBSCRIPTION, Stack
 from shared.core.config import DEFAULT_FIRESTORE_WRITES_PER_SECOND as PACE
 from shared.core.config import parse_config
+from shared.core.sharding import work_shard_topics
 from shared.ops.status import collect_status
 
 FUNCTION_TIMEOUT_SECONDS = 540
@@ -177,12 +178,15 @@ def run_load(stack: Stack, workdir: Path, *, days: int = 30, tables: int = 50, r
     """Plan a `days` x 24 hourly backfill of `tables` tables through one message; measure it."""
     stack.reset()
     pubsub = PubSubAdmin(f"127.0.0.1:{stack.ports.pubsub}", stack.project)
-    pubsub.delete_subscription(WORKER_SUBSCRIPTION)  # planning only: the work messages go nowhere
     doc = load_config_doc(tables, days)
     config_path = workdir / "load_config.json"
     config_path.write_text(json.dumps(doc))
     stack.restart_functions(config_path=config_path)
     config = parse_config(doc, sqladmin_endpoint=stack.env()["CDC_SQLADMIN_ENDPOINT"])
+    # Planning only: the work messages go nowhere (the worker's subscriptions on the work topic and its shards).
+    shards = work_shard_topics(config.work_topic, config.instances()).values()
+    for name in (WORKER_SUBSCRIPTION, *(shard_subscription(topic) for topic in shards)):
+        pubsub.delete_subscription(name)
     driver = Driver(config)
     state = driver.clients.state
 

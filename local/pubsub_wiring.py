@@ -104,6 +104,11 @@ class PubSubAdmin:
         return [t["name"].rsplit("/", 1)[-1] for t in body.get("topics", [])]
 
 
+def shard_subscription(topic: str) -> str:
+    """The worker's push subscription on one work-topic shard (Terraform: the same name, pubsub.tf)."""
+    return f"{topic}-worker"
+
+
 def push_endpoint(port: int, project: str, topic: str) -> str:
     """functions-framework reads the topic from the path to build the CloudEvent source."""
     return f"http://127.0.0.1:{port}/projects/{project}/topics/{topic}"

@@ -37,7 +37,8 @@ from local import processes
 from local.httpcall import HttpFailure, answers, call
 from local.ports import DEFAULT_PORT_BASE, HOST, PortLayout, port_free, wait_ports_free
 from local.prereqs import MissingPrerequisite, Prerequisites, find_prerequisites
-from local.pubsub_wiring import PubSubAdmin, PushSubscription, push_endpoint
+from local.pubsub_wiring import PubSubAdmin, PushSubscription, push_endpoint, shard_subscription
+from shared.core.sharding import work_shard_topics
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO / ".stack"
@@ -70,6 +71,10 @@ CLIENT_VARS = (
     "CDC_CONFIG",
     "GOOGLE_CLOUD_PROJECT",
 )
+# Requests one worker process serves at once: Terraform's worker_concurrency default, as the same variable
+# (THREADS: functions-framework's gunicorn threads) gives it in production. The worker runs the chains of several
+# Cloud SQL instances at once in one process, as a deployed worker instance does.
+WORKER_THREADS = 8
 HEALTH_TIMEOUT_SECONDS = 30.0
 # Measured on 2 cores: C1 only and a small initial heap start both emulators in ~1.1 s instead of ~1.6 s and
 # halve their RSS (~90 MB each instead of ~150); emulator workloads never need C2's peak speed.
@@ -273,7 +278,10 @@ class Stack:
         return env
 
     def _functions_env(self, config_path: Path, extra_env: Mapping[str, str]) -> dict[str, str]:
-        env = {**self._base_env(), **self.env(), "CDC_CONFIG_FILE": str(config_path), **extra_env}
+        env = {
+            **self._base_env(), **self.env(), "CDC_CONFIG_FILE": str(config_path), "THREADS": str(WORKER_THREADS),
+            **extra_env,
+        }  # fmt: skip
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         return env
 
@@ -416,7 +424,7 @@ class Stack:
     def _pubsub(self) -> PubSubAdmin:
         return PubSubAdmin(f"{HOST}:{self.ports.pubsub}", self.project)
 
-    def _wire(self) -> None:
+    def _wire(self, functions_config: Path) -> None:
         """Topics, subscriptions and the bucket; idempotent."""
         admin = self._pubsub()
         for topic in (self.ticks_topic, self.work_topic, DEAD_LETTER_TOPIC):
@@ -429,7 +437,23 @@ class Stack:
             admin.ensure_push_subscription(
                 PushSubscription(name, topic, push_endpoint(port, self.project, topic), DEAD_LETTER_TOPIC)
             )
+        self._wire_work_shards(functions_config)
         self._ensure_bucket()
+
+    def _wire_work_shards(self, functions_config: Path) -> None:
+        """One work topic per Cloud SQL instance of the functions' config, each pushed to the worker by a
+        subscription of its own (shared/core/sharding.py: the emulator pushes 2 requests at a time per
+        subscription, so one subscription for every instance would queue their chains)."""
+        admin = self._pubsub()
+        instances = [s.get("instance", "") for s in _read_config(functions_config).get("sources", [])]
+        for topic in work_shard_topics(self.work_topic, filter(None, instances)).values():
+            admin.ensure_topic(topic)
+            admin.ensure_push_subscription(
+                PushSubscription(
+                    shard_subscription(topic), topic, push_endpoint(self.ports.worker, self.project, topic),
+                    DEAD_LETTER_TOPIC,
+                )
+            )  # fmt: skip
 
     def _ensure_bucket(self) -> None:
         base = f"http://{HOST}:{self.ports.gcs}/storage/v1/b"
@@ -462,7 +486,7 @@ class Stack:
             try:
                 self._start(info, previous, wanted, pre, pg_dir)
                 self._wait_healthy(info.services, info.started)
-                self._wire()
+                self._wire(functions_config)
             except BaseException:
                 self._save(info)
                 self._down_locked()
@@ -558,7 +582,7 @@ class Stack:
                     admin.delete_topic(topic)
             if "sqladmin" in info.services:
                 call("POST", f"http://{HOST}:{self.ports.sqladmin}/_emulator/reset", {})
-            self._wire()
+            self._wire(Path(info.functions_config_path))
 
     def restart_functions(
         self, config_path: str | Path | None = None, extra_env: Mapping[str, str] | None = None
@@ -581,6 +605,7 @@ class Stack:
                 info.missing.pop(name, None)
             self._save(info)
             self._wait_healthy(info.services, list(FUNCTIONS))
+            self._wire_work_shards(Path(info.functions_config_path))
             return info
 
     def create_database(self, name: str) -> str:

@@ -5,26 +5,51 @@
   with backoff and, past the delivery limit, parks the message in the dead-letter topic.
 - Anything unexpected: logged at ERROR with its traceback and raised (same path: redelivery, then
   dead letter), so nothing is silently lost.
+
+One process serves several requests at once (the worker is deployed with a request concurrency above 1, and
+functions-framework runs each request on a thread of its own), so the per-process objects are built exactly
+once under a lock, and everything a request changes lives in that request's own objects.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
 import traceback
-from functools import cache
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from shared.adapters.clients import Clients
 from shared.app.planner import plan_backfill, plan_tick, plan_verify
 from shared.app.worker import run_work
 from shared.core import logs
 from shared.core.config import Config
-from shared.core.environment import load_config
+from shared.core.environment import load_config, templates_root
 from shared.core.errors import ConfigError, MessageError, PermanentError, RetryableError, context
 from shared.core.messages import Backfill, Message, Tick, Verify, Work, parse_event
 from shared.core.templates import Templates
 
+T = TypeVar("T")
 
-@cache
+
+def once(build: Callable[[], T]) -> Callable[[], T]:
+    """`build()` called at most once per process, even by concurrent first requests (functools.cache may call
+    it twice when a second thread arrives before the first call returned: two sets of Google clients)."""
+    lock = threading.Lock()
+    built: list[T] = []
+
+    @functools.wraps(build)
+    def get() -> T:
+        if not built:
+            with lock:
+                if not built:
+                    built.append(build())
+        return built[0]
+
+    return get
+
+
+@once
 def config() -> Config:
     """The validated configuration, loaded once per process (cold start)."""
     try:
@@ -35,14 +60,14 @@ def config() -> Config:
     return loaded
 
 
-@cache
+@once
 def clients() -> Clients:
     return Clients(config())
 
 
-@cache
+@once
 def templates() -> Templates:
-    return Templates()
+    return Templates(templates_root())
 
 
 def _event_id(cloud_event: Any) -> str | None:

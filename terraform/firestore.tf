@@ -28,6 +28,8 @@ locals {
     tasks_unfinalized = ["instance", "state", "finalized"]
     # `cdc status`: a source's pending tasks, counted by aggregation.
     tasks_by_source_state = ["source", "state"]
+    # The chain's live windows wherever they were queued (claim-time priority): window start >= the live window's.
+    tasks_pending_live = ["instance", "state", "low", "order_key"]
   }
 }
 

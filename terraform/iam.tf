@@ -102,6 +102,15 @@ resource "google_pubsub_topic_iam_member" "planner_publishes_work" {
   member  = google_service_account.planner.member
 }
 
+resource "google_pubsub_topic_iam_member" "planner_publishes_work_shards" {
+  for_each = local.work_shards
+
+  project = var.project_id
+  topic   = google_pubsub_topic.work_shard[each.key].name
+  role    = "roles/pubsub.publisher"
+  member  = google_service_account.planner.member
+}
+
 # --- worker: export from the named instances, Firestore, objects under the root, publish work ---
 
 # instances.export on the named instances only: Cloud SQL evaluates it on the instance
@@ -203,6 +212,15 @@ resource "google_pubsub_topic_iam_member" "worker_publishes_work" {
   member  = google_service_account.worker.member
 }
 
+resource "google_pubsub_topic_iam_member" "worker_publishes_work_shards" {
+  for_each = local.work_shards
+
+  project = var.project_id
+  topic   = google_pubsub_topic.work_shard[each.key].name
+  role    = "roles/pubsub.publisher"
+  member  = google_service_account.worker.member
+}
+
 # --- Cloud SQL instances: their own service accounts write the export objects -------------------
 
 data "google_sql_database_instance" "source" {
@@ -287,6 +305,15 @@ resource "google_pubsub_subscription_iam_member" "pubsub_agent_acks" {
   member       = local.pubsub_service_agent
 
   depends_on = [google_pubsub_subscription.push]
+}
+
+resource "google_pubsub_subscription_iam_member" "pubsub_agent_acks_work_shards" {
+  for_each = local.work_shards
+
+  project      = var.project_id
+  subscription = google_pubsub_subscription.work_shard[each.key].name
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_service_agent
 }
 
 moved {

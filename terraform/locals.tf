@@ -23,6 +23,16 @@ locals {
       name    = regex("^(.*):([^:]+)$", id)[1]
     }
   }
+  # Work-topic shards: one topic, pushed to the worker by a subscription of its own, per Cloud SQL instance
+  # (its position among the sorted instances, as shared/core/sharding.py computes it), so that every chain is
+  # pushed while the others run, here as on the local stack, whose Pub/Sub emulator pushes 2 requests at a
+  # time per subscription and does not apply subscription filters.
+  work_shards = {
+    for n, id in sort(keys(local.instances)) : "s${n}" => {
+      topic        = "${local.topic_names.work}-s${n}"
+      subscription = "${local.topic_names.work}-s${n}-worker"
+    }
+  }
   # Projects that hold source instances: the worker's export role is created in each of them.
   instance_projects = toset([for i in local.instances : i.project])
 
@@ -34,11 +44,16 @@ locals {
       { tables = [for t in s.tables : { for k, v in t : k => v if v != null }] },
     )
   ]
+  # worker settings, with pipeline.pack as worker.pack (a map of numbers cannot hold it).
+  pipeline_worker = var.pipeline.worker == null && var.pipeline.pack == null ? null : merge(
+    var.pipeline.worker == null ? {} : var.pipeline.worker,
+    var.pipeline.pack == null ? {} : { pack = { for k, v in var.pipeline.pack : k => v if v != null } },
+  )
   pipeline_optional = {
     for k, v in {
       layout            = var.pipeline.layout
       backfill          = var.pipeline.backfill
-      worker            = var.pipeline.worker
+      worker            = local.pipeline_worker
       lag_alert_seconds = var.pipeline.lag_alert_seconds
     } : k => v if v != null
   }

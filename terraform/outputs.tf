@@ -48,6 +48,11 @@ output "worker_max_instances" {
   value       = local.worker_max_instances
 }
 
+output "work_topics" {
+  description = "The work topic of each Cloud SQL instance (its shard), as the functions publish on them."
+  value       = { for n, id in sort(keys(local.instances)) : id => google_pubsub_topic.work_shard["s${n}"].name }
+}
+
 output "scheduler_job" {
   description = "Cloud Scheduler job that publishes the tick."
   value       = google_cloud_scheduler_job.tick.name

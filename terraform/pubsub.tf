@@ -19,6 +19,21 @@ resource "google_pubsub_topic" "work" {
   depends_on = [google_project_service.enabled]
 }
 
+# One work topic per Cloud SQL instance (locals.tf, work_shards): the chains publish their continuations on
+# their own shard; the planner wakes each instance on its shard. The `work` topic above stays, with its own
+# subscription, for messages published there (the operator's `cdc`, a revision still rolling out).
+resource "google_pubsub_topic" "work_shard" {
+  #checkov:skip=CKV_GCP_83:Work messages carry only a Cloud SQL instance name; a customer-managed key adds cost and an outage mode for no protected data.
+  for_each = local.work_shards
+
+  project                    = var.project_id
+  name                       = each.value.topic
+  message_retention_duration = "86400s"
+  labels                     = local.labels
+
+  depends_on = [google_project_service.enabled]
+}
+
 resource "google_pubsub_topic" "dead_letter" {
   #checkov:skip=CKV_GCP_83:Dead letters are copies of tick, backfill and work messages (window bounds and instance names only).
   project = var.project_id
@@ -88,6 +103,47 @@ moved {
 moved {
   from = google_pubsub_subscription.worker
   to   = google_pubsub_subscription.push["worker"]
+}
+
+# The worker's push subscription on each shard: the same settings as its subscription on the work topic.
+resource "google_pubsub_subscription" "work_shard" {
+  for_each = local.work_shards
+
+  project                    = var.project_id
+  name                       = each.value.subscription
+  topic                      = google_pubsub_topic.work_shard[each.key].id
+  ack_deadline_seconds       = 600
+  message_retention_duration = "86400s"
+  labels                     = local.labels
+
+  expiration_policy {
+    ttl = ""
+  }
+
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letter.id
+    max_delivery_attempts = var.max_delivery_attempts
+  }
+
+  push_config {
+    push_endpoint = "${google_cloudfunctions2_function.function["worker"].service_config[0].uri}/projects/${var.project_id}/topics/${google_pubsub_topic.work_shard[each.key].name}"
+
+    oidc_token {
+      service_account_email = google_service_account.push.email
+      audience              = google_cloudfunctions2_function.function["worker"].service_config[0].uri
+    }
+  }
+
+  depends_on = [
+    google_cloud_run_v2_service_iam_member.push_invokes,
+    google_service_account_iam_member.pubsub_agent_mints_push_tokens,
+    time_sleep.pubsub_agent_grants_propagate,
+  ]
 }
 
 # Keeps what lands in the dead-letter topic for an operator to read (31 days, the maximum).

@@ -28,6 +28,18 @@ resource "google_storage_bucket" "exports" {
     }
   }
 
+  # Pack objects (shared/app/packs.py): the worker identity can create objects but not delete them (iam.tf), so
+  # the bucket deletes a pack once its windows have long been split out of it.
+  lifecycle_rule {
+    condition {
+      age            = var.pack_retention_days
+      matches_prefix = ["${var.pipeline.root}/packs/"]
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
   dynamic "lifecycle_rule" {
     for_each = var.export_retention_days == null ? [] : [var.export_retention_days]
     content {

@@ -81,6 +81,17 @@ variable "export_retention_days" {
   }
 }
 
+variable "pack_retention_days" {
+  description = "Delete pack objects (<root>/packs/: one export of many windows, split into the windows' own objects by the worker, which may not delete) this many days after creation; they are kept only so that a split cut short can be finished."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = try(var.pack_retention_days >= 1, false)
+    error_message = "pack_retention_days must be at least 1."
+  }
+}
+
 variable "noncurrent_version_retention_days" {
   description = "Versioning is on for both buckets; overwritten or deleted object versions are removed after this many days."
   type        = number
@@ -188,13 +199,24 @@ variable "planner_max_instances" {
 }
 
 variable "worker_max_instances" {
-  description = "Maximum worker instances. null (default): one per distinct Cloud SQL instance in pipeline.sources, plus one. Each instance has one export chain guarded by a Firestore lease and a Cloud SQL instance runs one export at a time, so more workers than instances + 1 only wait on leases; fewer make chains queue behind each other (Pub/Sub retries the refused pushes with backoff, delaying their exports)."
+  description = "Maximum worker instances. null (default): derived from the number of distinct Cloud SQL instances in pipeline.sources, ceil(2 x instances / worker_concurrency) + 1, so that every chain can be pushed its invocation and its continuation at once. Fewer make pushes get 429 from Cloud Run, which counts as a delivery attempt (a check warns at plan time)."
   type        = number
   default     = null
 
   validation {
     condition     = var.worker_max_instances == null || try(var.worker_max_instances >= 1 && var.worker_max_instances <= 100, false)
-    error_message = "worker_max_instances must be null (derived: one per Cloud SQL instance, plus one) or 1-100. Trade-off: each instance's chain needs one worker while its export runs; below the number of instances, chains wait for a free worker (pushes are refused and retried with 10-600 s backoff), above instances + 1 the extra workers only contend for leases and cost nothing but quota."
+    error_message = "worker_max_instances must be null (derived from the Cloud SQL instances and worker_concurrency) or 1-100. Trade-off: the worker must serve 2 requests per Cloud SQL instance at once (max instances x worker_concurrency); below that, pushes are refused and retried with 10-600 s backoff and may reach the dead-letter topic."
+  }
+}
+
+variable "worker_concurrency" {
+  description = "Requests one worker instance serves at once (max_instance_request_concurrency). Chains mostly wait on the Admin API, so one instance carries several. Above 1 the worker gets 1 vCPU (required by Cloud Run functions) and functions-framework as many threads."
+  type        = number
+  default     = 8
+
+  validation {
+    condition     = try(var.worker_concurrency >= 1 && var.worker_concurrency <= 80 && floor(var.worker_concurrency) == var.worker_concurrency, false)
+    error_message = "worker_concurrency must be a whole number from 1 to 80 (Cloud Run allows up to 1000; the documentation advises starting around 8 for Python: each request is a thread of one process)."
   }
 }
 
@@ -270,6 +292,14 @@ variable "pipeline" {
         watermark_column = optional(string)
         params           = optional(map(any))
       }))
+    }))
+    # worker.pack of the config (shared/core/packing.py): catch-up and backfill windows of a table exported together.
+    pack = optional(object({
+      max_windows             = optional(number)
+      target_bytes            = optional(number)
+      op_overhead_seconds     = optional(number)
+      export_bytes_per_second = optional(number)
+      overhead_share          = optional(number)
     }))
   })
 

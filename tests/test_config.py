@@ -60,6 +60,9 @@ def test_defaults() -> None:
     assert (config.ticks_topic, config.work_topic, config.backfill_max_windows) == ("cdc-ticks", "cdc-work", 2000)
     assert config.layout.table == "keys/table.j2" and config.lag_alert_seconds == 7200
     assert config.worker.budget_seconds == 300 and config.worker.max_attempts == 3
+    assert (config.worker.poll_window_calls, config.worker.poll_spread, config.worker.api_calls_per_minute) == (
+        8, 0.05, 150,
+    )  # fmt: skip
     assert (source.schema, source.settle, source.catchup_cap, source.start) == (
         "public",
         pendulum.duration(minutes=5),
@@ -170,6 +173,15 @@ def test_load_config_rejects_colliding_object_keys() -> None:
         ("layout.table", "../x", "layout.table", "relative template path"),
         ("worker.budget_seconds", 600, "worker.budget_seconds", "at most 540"),
         ("worker.poll_initial_seconds", 10, "worker.poll_initial_seconds", "is larger than worker.poll_max_seconds"),
+        ("worker.poll_window_calls", -1, "worker.poll_window_calls", "is not an integer from 0 to 100"),
+        ("worker.poll_window_calls", 101, "worker.poll_window_calls", "is not an integer from 0 to 100"),
+        ("worker.poll_window_calls", 2.5, "worker.poll_window_calls", "is not an integer"),
+        ("worker.poll_spread", 0, "worker.poll_spread", "is not a positive number"),
+        ("worker.poll_spread", 2, "worker.poll_spread", "at most 1"),
+        ("worker.poll_sparse_seconds", -5, "worker.poll_sparse_seconds", "is not a positive number"),
+        ("worker.api_calls_per_minute", 0, "worker.api_calls_per_minute", "is not a positive number"),
+        ("worker.api_calls_per_minute", 5, "worker.api_calls_per_minute", "could not submit and poll one export"),
+        ("worker.api_calls_per_minute", "180", "worker.api_calls_per_minute", "is not an integer or a number"),
         ("backfill.max_windows", -1, "backfill.max_windows", "is not a positive integer"),
         ("firestore.prefix", "a/b", "firestore.prefix", "is not a collection prefix"),
         ("firestore.writes_per_second", 0, "firestore.writes_per_second", "is not a positive number"),

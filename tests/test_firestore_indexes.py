@@ -114,6 +114,7 @@ def _recorded() -> _Recorder:
     low = pendulum.datetime(2026, 1, 1, tz="UTC")
     calls = {
         "next_pending": lambda: store.next_pending("p:i", limit=1),
+        "pending_from": lambda: store.pending_from("p:i", low),
         "tasks_in_state": lambda: (store.tasks_in_state("failed"), store.tasks_in_state("pending", instance="p:i")),
         "unfinalized": lambda: store.unfinalized("p:i"),
         "has_open_tasks": lambda: store.has_open_tasks("p:i"),

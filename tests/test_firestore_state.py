@@ -71,3 +71,16 @@ def test_a_holder_whose_lease_was_taken_changes_no_task(clean_stack: Any) -> Non
     assert state.mark_done(claimed, LOW, fence=Fence(instance, "m2/b", new.epoch)) is None  # stale version: refused
     state.release_lease(instance, "m2/b")
     assert not state.renew_lease(instance, "m2/b", 60, LOW.add(seconds=63))  # a released lease is not re-created
+
+
+def test_live_chains_counts_the_unexpired_leases_with_one_count_query(clean_stack: Any) -> None:
+    """What the call budget divides by (shared/app/budget.py): leases expired or handed over are not chains."""
+    client = firestore.Client(project="cdc-local")
+    state = StateStore(client, "budget_")
+    assert state.live_chains(LOW) == 0
+    for i in range(3):
+        state.acquire_lease(f"cdc-local:pg-{i}", f"m{i}/a", 60, LOW)
+    state.acquire_lease("cdc-local:pg-old", "m9/a", 60, LOW.subtract(minutes=5))  # expired
+    state.hand_over_lease("cdc-local:pg-2", "m2/a", LOW)  # handed over: expires now
+    assert state.live_chains(LOW) == 2
+    assert state.live_chains(LOW.add(seconds=61)) == 0

@@ -10,6 +10,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import google.auth.credentials
@@ -421,6 +422,32 @@ def test_min_duration_holds_the_operation_running(v1: Any, services: LocalServic
     assert time.monotonic() - began >= 0.8
 
 
+def test_op_overhead_is_added_to_every_export_and_keeps_the_instance_serial(v1: Any, services: LocalServices) -> None:
+    assert admin(services, "POST", "faults", {"op_overhead_seconds": 0.5})["op_overhead_seconds"] == 0.5
+    began = time.monotonic()
+    op = start(v1, new_uri(), query="SELECT 1")
+    time.sleep(0.2)
+    assert v1.operations().get(project=PROJECT, operation=op["name"]).execute()["status"] == "RUNNING"
+    with pytest.raises(HttpError) as info:  # the overhead holds the instance like the query does
+        start(v1, new_uri(), query="SELECT 1")
+    assert info.value.status_code == 409
+    wait_done(v1, op["name"])
+    assert "error" not in export_and_wait(v1, new_uri(), query="SELECT 1")
+    assert time.monotonic() - began >= 1.0  # two operations, one after the other
+
+
+def test_duration_jitter_spreads_each_exports_run_time_around_min_duration(v1: Any, services: LocalServices) -> None:
+    """An export's run time is its fixed overhead (min_duration) spread by duration_jitter, drawn per export."""
+    admin(services, "POST", "faults", {"min_duration": 0.4, "duration_jitter": 0.5})
+    ran = []
+    for _ in range(4):
+        op = wait_done(v1, start(v1, new_uri(), query="SELECT 1")["name"])
+        ran.append(datetime.fromisoformat(op["endTime"]) - datetime.fromisoformat(op["startTime"]))
+    seconds = [r.total_seconds() for r in ran]
+    assert all(0.2 <= s <= 0.7 for s in seconds), seconds  # 0.4 x [0.5, 1.5], plus the COPY and upload
+    assert max(seconds) - min(seconds) > 0.02, seconds  # drawn per export, not fixed
+
+
 def test_error_rate_answers_503(v1: Any, services: LocalServices) -> None:
     admin(services, "POST", "faults", {"error_rate": 1.0})
     with pytest.raises(HttpError) as info:
@@ -510,9 +537,13 @@ def test_bad_fault_settings_are_refused(services: LocalServices) -> None:
         {"error_rat": 0.5},
         {"error_rate": 2},
         {"min_duration": -1},
+        {"op_overhead_seconds": -0.5},
+        {"op_overhead_seconds": "1"},
         {"fail_uri_regex": "("},
         {"hang_exports": -1},
         {"vanish_exports": 1.5},
+        {"duration_jitter": 1.5},
+        {"duration_jitter": -0.1},
     ):
         with pytest.raises(urllib.error.HTTPError) as info:
             admin(services, "POST", "faults", body)
@@ -560,6 +591,23 @@ def test_admin_operations_lists_every_operation(v1: Any, services: LocalServices
     assert first["status"] == "DONE" and first["error"] is None and first["endTime"]
     assert second["error"]["code"] == "ALREADY_EXISTS"
     assert admin(services, "GET", "stats")["operations"] == {"DONE": 2}
+
+
+def test_call_log_names_each_api_calls_verb_instance_operation_and_status(v1: Any, services: LocalServices) -> None:
+    since = time.time()
+    op = export_and_wait(v1, new_uri(), query="SELECT 1")
+    v1.operations().list(project=PROJECT, instance="shop-pg").execute()
+    with pytest.raises(HttpError):
+        v1.operations().get(project=PROJECT, operation="nope").execute()
+    calls = admin(services, "GET", f"calls?since={since}")["calls"]
+    assert calls[0] == {**calls[0], "verb": "export", "instance": "shop-pg", "operation": op["name"], "status": 200}
+    gets = [c for c in calls if c["verb"] == "get" and c["operation"] == op["name"]]
+    assert gets and all(c["instance"] == "shop-pg" and c["status"] == 200 for c in gets)
+    assert calls[-2]["verb"] == "list" and calls[-2]["instance"] == "shop-pg"
+    assert calls[-1] == {**calls[-1], "verb": "get", "instance": None, "operation": "nope", "status": 404}
+    assert all(since <= c["at"] <= time.time() for c in calls)
+    admin(services, "POST", "reset")
+    assert admin(services, "GET", "calls")["calls"] == []
 
 
 def test_reset_restores_start_settings_and_forgets_operations(v1: Any, services: LocalServices) -> None:

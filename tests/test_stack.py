@@ -155,6 +155,8 @@ def test_subscriptions_are_wired_like_production(clean_stack: Stack) -> None:
     for name, topic, port in (
         (PLANNER_SUBSCRIPTION, "cdc-ticks", clean_stack.ports.planner),
         (WORKER_SUBSCRIPTION, "cdc-work", clean_stack.ports.worker),
+        # The demo's one Cloud SQL instance has its own work topic (shared/core/sharding.py), as in production.
+        ("cdc-work-s0-worker", "cdc-work-s0", clean_stack.ports.worker),
     ):
         sub = admin.get_subscription(name)
         assert sub["topic"] == f"projects/{p}/topics/{topic}"

@@ -8,6 +8,7 @@ resource / data source is checked against tests/terraform_schema/schema.json (ex
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from functools import cache
@@ -292,7 +293,7 @@ def functions() -> dict[str, dict[str, Any]]:
 
 def test_functions_and_push_subscriptions_are_one_resource_each() -> None:
     assert list(resources("google_cloudfunctions2_function")) == ["function"]
-    assert set(resources("google_pubsub_subscription")) == {"push", "dead_letter"}
+    assert set(resources("google_pubsub_subscription")) == {"push", "work_shard", "dead_letter"}
     for type_name, name in [
         ("google_cloudfunctions2_function", "function"),
         ("google_pubsub_subscription", "push"),
@@ -316,7 +317,10 @@ def test_function_is_pushed_its_topic_with_retry_and_dead_letter(function: str, 
     assert service["ingress_settings"] == "ALLOW_INTERNAL_ONLY"
     assert service["min_instance_count"] == 0
     assert service["max_instance_count"] == "${each.value.max_instances}"
-    assert service["environment_variables"] == "${local.function_env}"
+    threads = "{THREADS = tostring(each.value.concurrency)}"
+    assert service["environment_variables"] == f"${{merge(local.function_env, {threads})}}"
+    assert service["max_instance_request_concurrency"] == "${each.value.concurrency}"
+    assert service["available_cpu"] == "${each.value.cpu}"
     assert entry["topic"] == topic
 
     sub = resource("google_pubsub_subscription", "push")
@@ -344,12 +348,86 @@ def test_function_is_pushed_its_topic_with_retry_and_dead_letter(function: str, 
 
 def test_worker_timeout_and_size_match_the_design() -> None:
     assert variables()["worker_timeout_seconds"]["default"] == 540
-    # Derived from the configured instances unless set; the validation message explains the trade-off.
+    # Derived from the configured instances and the per-instance concurrency unless set.
     worker = variables()["worker_max_instances"]
     assert worker["default"] is None
     assert "Trade-off" in worker["validation"][0]["error_message"]
-    assert locals_()["worker_max_instances"] == "${coalesce(var.worker_max_instances, length(local.instances) + 1)}"
+    assert locals_()["worker_requests_needed"] == "${2 * length(local.instances)}"
+    assert locals_()["worker_max_instances"] == (
+        "${coalesce(var.worker_max_instances, ceil(local.worker_requests_needed / var.worker_concurrency) + 1)}"
+    )
     assert functions()["worker"]["max_instances"] == "${local.worker_max_instances}"
+    assert functions()["worker"]["concurrency"] == "${var.worker_concurrency}"
+    assert functions()["planner"]["concurrency"] == 1
+
+
+def _worker_size(instances: int, concurrency: int, max_instances: int | None = None) -> tuple[int, str | None]:
+    """functions.tf's sizing locals, evaluated (max instances, vCPU)."""
+    derived = math.ceil(2 * instances / concurrency) + 1
+    return (max_instances if max_instances is not None else derived), ("1" if concurrency > 1 else None)
+
+
+@pytest.mark.parametrize("instances", [1, 2, 6, 50, 199])
+@pytest.mark.parametrize("concurrency", [1, 4, 8, 80])
+def test_the_derived_worker_serves_two_requests_per_cloud_sql_instance(instances: int, concurrency: int) -> None:
+    """Defect (before): concurrency 1 and instances + 1 workers; with more instances than that, pushes got 429."""
+    max_instances, cpu = _worker_size(instances, concurrency)
+    assert max_instances * concurrency >= 2 * instances
+    assert (cpu == "1") == (concurrency > 1), "concurrency above 1 needs 1 vCPU"
+
+
+def test_undersizing_and_a_cpu_without_its_memory_are_checked_at_plan_time() -> None:
+    checks = {name: body for doc in terraform_files().values() for entry in doc.get("check", []) for name, body in
+              entry.items()}  # fmt: skip
+    capacity = checks["worker_capacity_covers_source_instances"]["assert"][0]
+    assert capacity["condition"] == (
+        "${local.worker_max_instances * var.worker_concurrency >= local.worker_requests_needed}"
+    )
+    assert "429" in capacity["error_message"] and "dead-letter" in capacity["error_message"]
+    memory = checks["worker_memory_fits_its_cpu"]["assert"][0]
+    assert "512" in memory["condition"] and "local.worker_cpu == null" in memory["condition"]
+    # What the capacity check would say with the sizes an operator may set: 6 instances need 12 requests at once.
+    assert _worker_size(6, 8, max_instances=1)[0] * 8 < 12
+    assert _worker_size(6, 8, max_instances=2)[0] * 8 >= 12
+    concurrency = variables()["worker_concurrency"]
+    assert concurrency["default"] == 8
+    assert "1 to 80" in concurrency["validation"][0]["error_message"]
+
+
+def test_each_cloud_sql_instance_has_its_own_work_topic_pushed_to_the_worker() -> None:
+    """The local stack's emulator pushes 2 requests at a time per subscription: one shard per instance, the same
+    topology in production and locally (shared/core/sharding.py computes the same names)."""
+    shards = locals_()["work_shards"]
+    assert "sort(keys(local.instances))" in shards
+    assert "${local.topic_names.work}-s${n}" in shards and "${local.topic_names.work}-s${n}-worker" in shards
+    topic = resource("google_pubsub_topic", "work_shard")
+    assert topic["for_each"] == "${local.work_shards}" and topic["name"] == "${each.value.topic}"
+    sub = resource("google_pubsub_subscription", "work_shard")
+    assert sub["for_each"] == "${local.work_shards}"
+    assert sub["topic"] == "${google_pubsub_topic.work_shard[each.key].id}"
+    push = block(sub, "push_config")
+    uri = 'google_cloudfunctions2_function.function["worker"].service_config[0].uri'
+    assert push["push_endpoint"].startswith(f"${{{uri}}}/projects/${{var.project_id}}/topics/")
+    assert block(push, "oidc_token")["audience"] == f"${{{uri}}}"
+    main = resource("google_pubsub_subscription", "push")
+    for key in ("ack_deadline_seconds", "message_retention_duration"):
+        assert sub[key] == main[key], key
+    for name in ("retry_policy", "dead_letter_policy", "expiration_policy"):
+        assert block(sub, name) == block(main, name), name
+    for grant in ("planner_publishes_work_shards", "worker_publishes_work_shards"):
+        body = resource("google_pubsub_topic_iam_member", grant)
+        assert body["for_each"] == "${local.work_shards}"
+        assert body["topic"] == "${google_pubsub_topic.work_shard[each.key].name}"
+        assert body["role"] == "roles/pubsub.publisher"
+    acks = resource("google_pubsub_subscription_iam_member", "pubsub_agent_acks_work_shards")
+    assert acks["subscription"] == "${google_pubsub_subscription.work_shard[each.key].name}"
+
+
+def test_shard_names_match_the_code() -> None:
+    from shared.core.sharding import work_shard_topics
+
+    topics = work_shard_topics("cdc-work", ["p:b", "p:a", "p:b", "q:a"])
+    assert topics == {"p:a": "cdc-work-s0", "p:b": "cdc-work-s1", "q:a": "cdc-work-s2"}
 
 
 def test_dead_letters_are_kept_and_pubsub_may_forward_them() -> None:
@@ -364,6 +442,7 @@ def test_dead_letters_are_kept_and_pubsub_may_forward_them() -> None:
     assert agent == {
         ("roles/pubsub.publisher", "topic:${google_pubsub_topic.dead_letter.name}", None),
         ("roles/pubsub.subscriber", "subscription:${local.subscription_names[each.key]}", None),
+        ("roles/pubsub.subscriber", "subscription:${google_pubsub_subscription.work_shard[each.key].name}", None),
         ("roles/iam.serviceAccountTokenCreator", "service_account:${google_service_account.push.name}", None),
     }
     # The agent is created explicitly, not spelled by hand.
@@ -463,6 +542,7 @@ def test_each_account_has_exactly_its_roles() -> None:
     assert grants["${google_service_account.planner.member}"] == {
         ("roles/datastore.user", project, "${local.firestore_condition.title}"),
         ("roles/pubsub.publisher", "topic:${google_pubsub_topic.work.name}", None),
+        ("roles/pubsub.publisher", "topic:${google_pubsub_topic.work_shard[each.key].name}", None),
     }
     assert grants["${google_service_account.worker.member}"] == {
         ("${google_project_iam_custom_role.exporter[each.value].id}", "project:${each.value}", "cdc-source-instances"),
@@ -475,6 +555,7 @@ def test_each_account_has_exactly_its_roles() -> None:
         ("roles/storage.objectCreator", exports, root),
         ("roles/storage.objectViewer", exports, "cdc-root-prefix-and-listing"),
         ("roles/pubsub.publisher", "topic:${google_pubsub_topic.work.name}", None),
+        ("roles/pubsub.publisher", "topic:${google_pubsub_topic.work_shard[each.key].name}", None),
     }
     assert grants["${google_service_account.scheduler.member}"] == {
         ("roles/pubsub.publisher", "topic:${google_pubsub_topic.ticks.name}", None),

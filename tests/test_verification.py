@@ -90,31 +90,47 @@ def test_the_verification_query_lists_every_window_and_compares_the_column_bare(
     assert sql.count("TIMESTAMPTZ") == 4 and "LEFT JOIN public.orders AS t" in sql
 
 
+def drifting_schema(body: dict) -> bytes:
+    """A column added in the window [01:00, 02:00), and one the export selects retyped."""
+    query = body["exportContext"]["csvExportOptions"]["selectQuery"]
+    if "information_schema" not in query:
+        return b"1,a\n"
+    if "T010000" not in body["exportContext"]["uri"]:
+        return SCHEMA_CSV
+    return SCHEMA_CSV.replace(b"customer_id,bigint", b"customer_id,text") + b"orders,extra,text,9,YES\n"
+
+
+DRIFT = {("orders", "extra", "added", "WARNING"), ("orders", "customer_id", "retyped", "ERROR")}
+
+
 def test_schema_drift_is_recorded_in_the_manifest_and_logged(capsys: pytest.CaptureFixture[str]) -> None:
     """A column added mid-run, and one the export selects retyped: the next window's manifest records both."""
-    schemas = [
-        SCHEMA_CSV,
-        SCHEMA_CSV.replace(b"customer_id,bigint", b"customer_id,text") + b"orders,extra,text,9,YES\n",
-    ]
-    served: list[int] = []
-
-    def content(body: dict) -> bytes:
-        query = body["exportContext"]["csvExportOptions"]["selectQuery"]
-        if "information_schema" in query:
-            served.append(1)
-            return schemas[0] if len(served) == 1 else schemas[1]
-        return b"1,a\n"
-
-    svc = FakeServices(parse_config(config_doc()), start=T0.add(hours=2, minutes=10), content=content)
-    plan_tick(Tick("t", svc.clock.now(), svc.clock.now()), svc)
-    svc.bus.published.clear()
-    svc.drain(INSTANCE, Templates())
+    svc = FakeServices(parse_config(config_doc()), start=T0.add(hours=1, minutes=10), content=drifting_schema)
+    for _ in range(2):  # one window per tick, in order
+        plan_tick(Tick("t", svc.clock.now(), svc.clock.now()), svc)
+        svc.bus.published.clear()
+        svc.drain(INSTANCE, Templates())
+        svc.clock.advance(3600)
     manifests = sorted(svc.state.manifests(), key=lambda m: m["window"]["low"])
     assert manifests[0]["schema_drift"] == []
     drift = {(d["table"], d["column"], d["change"], d["severity"]) for d in manifests[1]["schema_drift"]}
-    assert drift == {("orders", "extra", "added", "WARNING"), ("orders", "customer_id", "retyped", "ERROR")}
+    assert drift == DRIFT
     logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "schema drift" in line]
     assert {(e["severity"], e["column"]) for e in logged} == {("WARNING", "extra"), ("ERROR", "customer_id")}
+
+
+def test_schema_drift_is_flagged_when_the_later_window_completed_first(capsys: pytest.CaptureFixture[str]) -> None:
+    """Live windows go first, so after a pause the later window's manifest is written before the earlier one: the
+    change is flagged (logged for the later window, alertable) when the earlier window completes."""
+    svc = FakeServices(parse_config(config_doc()), start=T0.add(hours=2, minutes=10), content=drifting_schema)
+    plan_tick(Tick("t", svc.clock.now(), svc.clock.now()), svc)  # [00:00, 01:00) catch-up, [01:00, 02:00) live
+    svc.bus.published.clear()
+    svc.drain(INSTANCE, Templates())
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "schema drift" in line]
+    assert {(e["severity"], e["column"], e["window_low"]) for e in logged} == {
+        ("WARNING", "extra", T0.add(hours=1).isoformat()),
+        ("ERROR", "customer_id", T0.add(hours=1).isoformat()),
+    }
 
 
 class FakeSource:

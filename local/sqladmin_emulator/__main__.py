@@ -29,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--storage-endpoint", required=True, help="fake-gcs-server URL, e.g. http://127.0.0.1:G")
     p.add_argument("--min-duration", type=float, default=0.0, help="seconds an operation runs at least")
+    p.add_argument(
+        "--op-overhead-seconds", type=float, default=0.0, help="seconds every export runs longer than its query"
+    )
+    p.add_argument(
+        "--duration-jitter", type=float, default=0.0, help="each export runs min-duration x uniform(1 -/+ this)"
+    )
     p.add_argument("--error-rate", type=float, default=0.0, help="probability of HTTP 503 on each API call")
     p.add_argument("--op-fail-rate", type=float, default=0.0, help="probability an export fails")
     p.add_argument("--fail-uri-regex", default=None, help="exports whose uri matches always fail")
@@ -43,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     faults = FaultSettings().merged(
         {
             "min_duration": args.min_duration,
+            "op_overhead_seconds": args.op_overhead_seconds,
+            "duration_jitter": args.duration_jitter,
             "error_rate": args.error_rate,
             "op_fail_rate": args.op_fail_rate,
             "fail_uri_regex": args.fail_uri_regex,

@@ -18,6 +18,9 @@ class FaultSettings:
     """What to inject. Durations are seconds, rates are probabilities in [0, 1]."""
 
     min_duration: float = 0.0  # an operation stays RUNNING at least this long
+    op_overhead_seconds: float = 0.0  # every export runs this much longer than its query (the fixed cost of one
+    # operation); operations on one instance stay serial, so it adds up per operation
+    duration_jitter: float = 0.0  # each export holds min_duration x uniform(1 - this, 1 + this), in [0, 1]
     error_rate: float = 0.0  # each API call answers HTTP 503 with this probability
     op_fail_rate: float = 0.0  # an export ends DONE with an error instead of exporting
     fail_uri_regex: str | None = None  # exports whose uri matches (re.search) always fail
@@ -37,13 +40,22 @@ class FaultSettings:
         unknown = sorted(set(changes) - known)
         if unknown:
             raise invalid(f"unknown fault setting(s) {unknown}; known: {sorted(known)}")
-        for key in ("min_duration", "request_latency", "error_rate", "op_fail_rate"):
+        for key in (
+            "min_duration",
+            "request_latency",
+            "error_rate",
+            "op_fail_rate",
+            "op_overhead_seconds",
+            "duration_jitter",
+        ):
             if key in changes:
                 value = changes[key]
                 if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                     raise invalid(f"{key} must be a non-negative number, got {value!r}")
                 if key.endswith("_rate") and value > 1:
                     raise invalid(f"{key} is a probability in [0, 1], got {value!r}")
+                if key == "duration_jitter" and value > 1:
+                    raise invalid(f"{key} is a fraction of min_duration in [0, 1], got {value!r}")
         for key in ("fail_uri_regex", "fail_after_write_regex"):
             regex = changes.get(key)
             if regex is not None:
@@ -133,6 +145,13 @@ class Faults:
                 self._counts["http_409_invalid_state"] += 1
                 return "maintenance"
             return None
+
+    def draw_duration(self) -> float:
+        """How long this export holds the instance: `min_duration`, spread by `duration_jitter` (a real export's
+        time is its fixed overhead plus a share that varies from run to run)."""
+        with self._lock:
+            base, jitter = self._settings.min_duration, self._settings.duration_jitter
+            return base * self._rng.uniform(1 - jitter, 1 + jitter) if jitter else base
 
     def draw_lost(self) -> str | None:
         """Whether this new export is lost to its caller: `hang` (never finishes until cancelled) or `vanish`

@@ -252,11 +252,18 @@ class OperationStore:
             op.cancelled.wait()  # until operations.cancel (or a reset): no timeout, as a hung operation has none
             self._finish(op, _cancelled_error())
             return
+        # The fixed cost of an operation (the real API takes tens of seconds for even an empty export: inferred from
+        # its operations' start and end times, not documented): RUNNING, holding the instance, before the query.
+        if not self._hold(op, time.monotonic(), self._faults.settings.op_overhead_seconds):
+            self._finish(op, _cancelled_error())
+            return
         started = time.monotonic()
+        hold = self._faults.draw_duration()
         spool: IO[bytes] | None = None
         error: tuple[str, str] | None = None
         try:
-            reason = self._faults.draw_operation_failure(op.export.uri)
+            # A vanishing export writes its object by definition (hang_exports / vanish_exports): no random failure.
+            reason = None if op.lost == "vanish" else self._faults.draw_operation_failure(op.export.uri)
             if reason is not None:
                 raise OperationFailed(
                     "INTERNAL_ERROR", f"An internal error occurred during the export (injected: {reason})."
@@ -264,7 +271,7 @@ class OperationStore:
             self._exporter.check_absent(op.export)
             spool = self._exporter.copy(op.export, on_connection=lambda c: self._set(op, connection=c))
             self._set(op, connection=None)
-            if not self._hold(op, started, self._faults.settings.min_duration):
+            if not self._hold(op, started, hold):
                 raise _Cancelled
             with self._lock:
                 if op.cancelled.is_set():
@@ -288,7 +295,7 @@ class OperationStore:
         if op.cancelled.is_set() and not op.committing:
             self._finish(op, _cancelled_error())
             return
-        if error is not None and not self._hold(op, started, self._faults.settings.min_duration):
+        if error is not None and not self._hold(op, started, hold):
             self._finish(op, _cancelled_error())
             return
         self._finish(op, error)

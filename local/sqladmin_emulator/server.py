@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from local.sqladmin_emulator import api_errors
 from local.sqladmin_emulator.api_errors import ApiError
+from local.sqladmin_emulator.calls import CallLog
 from local.sqladmin_emulator.exporter import Exporter, parse_export_request
 from local.sqladmin_emulator.faults import Faults, FaultSettings
 from local.sqladmin_emulator.operations import OperationStore
@@ -49,6 +50,7 @@ class EmulatorServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.faults = Faults(faults)
         self.store = OperationStore(Exporter(pg_conninfo, storage_endpoint), self.faults, user)
+        self.calls = CallLog()
         self._stats_lock = threading.Lock()
         self._stats: Counter[str] = Counter()
 
@@ -104,10 +106,11 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         started = time.monotonic()
+        self._about: tuple[str, str | None, str | None] = ("other", None, None)  # verb, instance, operation
         try:
             body = self._read_json() if method == "POST" else None
             if url.path.startswith("/_emulator/"):
-                status, doc = self._admin(method, url.path[len("/_emulator/") :], body)
+                status, doc = self._admin(method, url.path[len("/_emulator/") :], body, query)
             else:
                 status, doc = self._api(method, url.path, query, body)
         except ApiError as exc:
@@ -117,6 +120,8 @@ class _Handler(BaseHTTPRequestHandler):
             log("ERROR", "request crashed", method=method, path=url.path, error=repr(exc))
             status, doc = 500, ApiError(500, "backendError", f"Internal error: {exc!r}").body()
         self._send(status, doc)
+        if not url.path.startswith("/_emulator/"):
+            self.server.calls.add(self._about[0], status, *self._about[1:])
         if not url.path.startswith("/_emulator/") or method == "POST":
             log(
                 "DEBUG" if method == "GET" else "INFO",
@@ -134,6 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
         if match is None:
             raise api_errors.not_found(path)
         version, project, rest = match.groups()
+        self._about = _about(method, rest, query, self.server.store, project)
         settings = self.server.faults.settings
         if settings.request_latency > 0:
             time.sleep(settings.request_latency)
@@ -150,6 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "POST" and (m := _EXPORT.match(rest)):
             context, export = parse_export_request(body)
             op = store.start_export(project, m.group(1), context, export)
+            self._about = ("export", m.group(1), op.name)
             return 200, store.render(op, base_url)
         if method == "GET" and (m := _OPERATION.match(rest)):
             return 200, store.render(store.get(project, m.group(1)), base_url)
@@ -178,7 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- admin endpoints --------------------------------------------------------------------------
 
-    def _admin(self, method: str, name: str, body: Any) -> tuple[int, Any]:
+    def _admin(self, method: str, name: str, body: Any, query: dict[str, str]) -> tuple[int, Any]:
         server = self.server
         if method == "GET" and name == "healthz":
             return 200, {"status": "ok"}
@@ -193,11 +200,14 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, {"operations": server.store.summaries()}
         if method == "GET" and name == "stats":
             return 200, server.stats()
+        if method == "GET" and name == "calls":
+            return 200, {"calls": server.calls.since(float(query.get("since") or 0))}
         if method == "POST" and name == "foreign-operation":
             return 200, self._foreign(body)
         if method == "POST" and name == "reset":
             server.store.reset()
             server.faults.reset()
+            server.calls.clear()
             return 200, {"status": "reset", "faults": server.faults.as_dict()}
         raise api_errors.not_found(f"/_emulator/{name}")
 
@@ -212,3 +222,20 @@ class _Handler(BaseHTTPRequestHandler):
         op = self.server.store.start_foreign(project, instance, float(seconds))
         base_url = f"http://{self.headers.get('Host', 'localhost')}/v1/"
         return self.server.store.render(op, base_url)
+
+
+def _about(
+    method: str, rest: str, query: dict[str, str], store: OperationStore, project: str
+) -> tuple[str, str | None, str | None]:
+    """What an API call is (verb, instance, operation), for the call log; an export's operation is known once made."""
+    if method == "POST" and (m := _EXPORT.match(rest)):
+        return "export", m.group(1), None
+    for verb, pattern in (("get", _OPERATION if method == "GET" else None), ("cancel", _CANCEL)):
+        if pattern is not None and (m := pattern.match(rest)):
+            try:
+                return verb, store.get(project, m.group(1)).instance, m.group(1)
+            except ApiError:
+                return verb, None, m.group(1)
+    if method == "GET" and rest == "operations":
+        return "list", query.get("instance"), None
+    return "other", None, None

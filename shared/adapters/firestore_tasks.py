@@ -178,9 +178,16 @@ class FirestoreTasks:
             query = query.where(filter=FieldFilter(name, "==", value))
         return query
 
-    def next_pending(self, instance: str, limit: int = 20) -> list[Task]:
+    def next_pending(self, instance: str, limit: int = 10) -> list[Task]:
         """The instance's pending tasks in queue order (callers check `not_before`)."""
         query = self._query(instance=instance, state="pending").order_by("order_key").limit(limit)
+        return [task_from_snapshot(s) for s in query.stream()]
+
+    def pending_from(self, instance: str, low: pendulum.DateTime, limit: int = 10) -> list[Task]:
+        """The instance's first pending tasks whose window starts at or after `low` (its live windows, wherever
+        queued), oldest window first then queue order; bounded, since every document read is billed."""
+        query = self._query(instance=instance, state="pending").where(filter=FieldFilter("low", ">=", low))
+        query = query.order_by("low").order_by("order_key").limit(limit)
         return [task_from_snapshot(s) for s in query.stream()]
 
     def tasks_in_state(self, state: TaskState, *, instance: str | None = None) -> list[Task]:
@@ -271,6 +278,64 @@ class FirestoreTasks:
             },
             fence,
         )
+
+    def claim_pack(
+        self,
+        tasks: Sequence[Task],
+        *,
+        uris: Sequence[str],
+        generations: Sequence[int],
+        pack_uri: str | None,
+        now: pendulum.DateTime,
+        fence: Fence | None = None,
+    ) -> list[Task] | None:
+        """pending -> submitting for every window of a pack in one commit: each update carries its document's update
+        time as a precondition and a commit is atomic, so a window changed meanwhile claims none. With a fence, the
+        commit is a transaction that also reads the instance's lease (LeaseLost if it is not the fence's any more)."""
+        ids = [t.id for t in tasks]
+        changes = [
+            {
+                "state": "submitting",
+                "uri": uri,
+                "generation": generation,
+                "attempts": task.attempts + 1,
+                "operation": None,
+                "submitted_at": now,
+                "pack_uri": pack_uri,
+                "pack_ids": ids if pack_uri else None,
+            }
+            for task, uri, generation in zip(tasks, uris, generations, strict=True)
+        ]
+
+        def write(writer: Any) -> None:
+            for task, change in zip(tasks, changes, strict=True):
+                writer.update(
+                    self._tasks.document(task.id),
+                    {**change, "updated_at": firestore.SERVER_TIMESTAMP},
+                    option=self.client.write_option(last_update_time=task.update_time),
+                )
+
+        try:
+            if fence is None:
+                batch = self.client.batch()
+                write(batch)
+                results = batch.commit()
+            else:
+                transaction = self.client.transaction()
+
+                @firestore.transactional
+                def fenced(transaction: Any) -> None:
+                    self.check_fence(transaction, fence)
+                    write(transaction)
+
+                fenced(transaction)
+                results = transaction.write_results
+        except (gexc.FailedPrecondition, gexc.NotFound):
+            return None
+        return [
+            Task(**{**asdict(task), **change, "update_time": result.update_time})
+            for task, change, result in zip(tasks, changes, results, strict=True)
+        ]
 
     def mark_running(self, task: Task, operation: str, *, fence: Fence | None = None) -> Task | None:
         return self._transition(task, {"state": "running", "operation": operation}, fence)

@@ -70,6 +70,15 @@ class ObjectStore:
             return False
         return True
 
+    def create_bytes(self, key: str, data: bytes, content_type: str) -> bool:
+        """Create an object such as a window split out of a pack; False if the key exists already (create-only, as
+        the export API writes: the identity needs `storage.objects.create` only)."""
+        try:
+            self._bucket.blob(key).upload_from_string(data, content_type=content_type, if_generation_match=0)
+        except gexc.PreconditionFailed:
+            return False
+        return True
+
     def key_of(self, uri: str) -> str:
         """`gs://bucket/key` -> `key` (only for this bucket)."""
         prefix = f"gs://{self.bucket_name}/"

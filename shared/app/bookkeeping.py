@@ -100,9 +100,27 @@ def _schema_drift(
     services: Services, templates: Templates, source: SourceConfig, window: Any, snapshot: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Columns added, removed or retyped since the previous window's snapshot; each logged (ERROR when a column
-    an export selects is removed or retyped: its CSV changed shape)."""
+    an export selects is removed or retyped: its CSV changed shape).
+
+    Windows do not always complete in order (live windows go before catch-up and backfill): if the next window's
+    manifest exists already, the change from this window to it is logged too (for the next window), since that
+    manifest was written before it had this one to compare with."""
     previous_window = Window(source.schedule.previous_boundary(window.low), window.low)
     previous = services.state.get_manifest(source.name, previous_window)
+    next_window = Window(window.high, source.schedule.next_boundary(window.high))
+    following = services.state.get_manifest(source.name, next_window)
+    selected = _selected_columns(templates, source, window, snapshot)
+    drift = schema_drift(previous.get("schema_snapshot") if previous else None, snapshot, selected)
+    _log_drift(source, window, drift)
+    if following is not None and following.get("schema_snapshot") is not None:
+        _log_drift(source, next_window, schema_drift(snapshot, following["schema_snapshot"], selected))
+    return drift
+
+
+def _selected_columns(
+    templates: Templates, source: SourceConfig, window: Any, snapshot: dict[str, Any]
+) -> dict[str, set[str]]:
+    """Per table, the columns the window's exports select (a change to one of them changes a CSV's shape)."""
     selected: dict[str, set[str]] = {}
     for table in source.tables:
         try:
@@ -116,7 +134,10 @@ def _schema_drift(
             elif isinstance(spec, Ref):
                 for name in [spec.table] if spec.table else shape.tables:
                     selected.setdefault(name, set()).add(spec.column)
-    drift = schema_drift(previous.get("schema_snapshot") if previous else None, snapshot, selected)
+    return selected
+
+
+def _log_drift(source: SourceConfig, window: Any, drift: list[dict[str, Any]]) -> None:
     for change in drift:
         logs.log(
             change["severity"],
@@ -127,7 +148,6 @@ def _schema_drift(
             window_high=window.high,
             **{k: v for k, v in change.items() if k != "severity"},
         )
-    return drift
 
 
 def _columns(

@@ -13,11 +13,14 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from shared.app import hooks
+from shared.app import hooks, packs
 from shared.app.bookkeeping import finalize
 from shared.app.breaker import Breaker
+from shared.app.budget import BudgetedServices, CallBudget
+from shared.app.durations import ExportTimes, previous_uris, run_time
 from shared.app.lease import LeaseKeeper
 from shared.app.lost import VANISHED_CODE, VANISHED_STATUS, accepted_at, previous_export, run_seconds, stuck_limit
+from shared.app.polling import PollPlan, predict, window_calls
 from shared.app.ports import Services
 from shared.app.requests import Prepared, prepare
 from shared.core import logs
@@ -32,8 +35,9 @@ from shared.core.errors import (
     TransientApiError,
 )
 from shared.core.operations import Operation
-from shared.core.tasks import LIVE_PRIORITY, Task, next_generation
+from shared.core.tasks import LIVE_RANK, Task, claim_order, claim_rank, next_generation
 from shared.core.templates import Templates
+from shared.core.windows import latest_settled_window
 
 BUSY_BACKOFF_FIRST_SECONDS = 1.0
 BUSY_BACKOFF_MAX_SECONDS = 30.0
@@ -53,7 +57,11 @@ class Chain:
     """One invocation's run of the chain for one instance."""
 
     def __init__(self, services: Services, templates: Templates, instance: str, lease: LeaseKeeper) -> None:
-        self.services = services
+        # Every Admin API call of the chain draws on its share of the project's call budget.
+        self.budget = CallBudget(services.state, services.clock, services.config.worker.api_calls_per_minute,
+                                 instance=instance)  # fmt: skip
+        self.services = BudgetedServices(services, self.budget)
+        self.export_times = ExportTimes()
         self.config = services.config
         self.settings = self.config.worker
         self.state = services.state
@@ -96,19 +104,29 @@ class Chain:
     def _poll(self, task: Task) -> tuple[Operation, Prepared | None] | None:
         """Poll until DONE, preparing the next task meanwhile; None when the budget ends first.
 
-        The interval grows with the export's age (a fraction of it), between the configured bounds, so a
-        short export is noticed quickly and a long one does not spend API quota. An export older than its stuck
-        limit is cancelled (shared/app/lost.py) and polled on until the cancel shows.
+        Polls follow the export's plan (shared/app/polling.py: sparse until the window in which its table's recent
+        durations say it ends, dense inside it, growing after) and wait for the chain's share of the call budget
+        (shared/app/budget.py). An export older than its stuck limit is cancelled (shared/app/lost.py) and polled
+        on until the cancel shows.
         """
         started = self.clock.monotonic()
         limit: float | None = None  # looked up once the export is older than the floor
-        prepared: Prepared | None = None
+        prepared = self.prepare_next()
+        plan = self._poll_plan(task, started)
+        operation: Operation | None = None
+        polls = 0
         while self.remaining() > 0:
-            operation = self.read_operation(task)
+            age = self._age(task, operation, started)
+            # Without a forecast, polls leave half the bucket to the dense polls of forecast windows.
+            keep = self.budget.capacity / 2 if plan.forecast is None else 0.0
+            wait = max(plan.delay(age, first=polls == 0), self.budget.wait_seconds(keep=keep))
+            self.lease.pause(min(wait, max(0.0, self.remaining())))
+            operation, polls = self.read_operation(task) or operation, polls + 1
             hooks.reached("mid_poll")
             if operation is not None and operation.done:
+                self._polled(task, operation, plan, polls)
                 return operation, prepared
-            age = 0.0 if operation is None else self._age(task, operation, started)
+            age = self._age(task, operation, started)
             if (
                 operation is not None
                 and operation.name not in self._cancelled
@@ -119,21 +137,64 @@ class Chain:
                     self._cancel_stuck(task, operation, limit, age)
             if prepared is None:
                 prepared = self.prepare_next()
-            elapsed = self.clock.monotonic() - started
-            interval = min(
-                self.settings.poll_max_seconds,
-                max(self.settings.poll_initial_seconds, elapsed * self.settings.poll_fraction),
-            )
-            self.lease.pause(min(interval, max(0.0, self.remaining())))
         return None
 
+    def _poll_plan(self, task: Task, started: float) -> PollPlan:
+        """The export's polling plan: from its table's recent run times, else the instance's, else none; with as
+        many polls in the forecast window as configured and affordable."""
+        if not self.settings.poll_window_calls:
+            return PollPlan(None, 0, self.settings)
+        uris = previous_uris(self.state, task)
+        if not self.export_times.listed and (not uris or any(self.export_times.of(u) is None for u in uris)):
+            self._learn_export_times(task)
+        table = [seconds for u in uris if (seconds := self.export_times.of(u)) is not None]
+        others = self.export_times.recent(exclude=uris)
+        predicted = predict(table, others, self.settings.poll_spread)
+        calls = self.settings.poll_window_calls
+        if predicted is not None:
+            age = self._age(task, None, started)
+            affordable = self.budget.affordable(predicted.low - age, predicted.high - predicted.low)
+            calls = window_calls(calls, affordable - 1)  # one call stays for the next export
+        return PollPlan(predicted, calls, self.settings)
+
+    def _learn_export_times(self, task: Task) -> None:
+        """Read the instance's recent operations once per invocation, for their run times."""
+        try:
+            listed = self.services.sqladmin.list_operations(self.project, self.instance_name)
+            self.lease.heartbeat()
+        except LeaseLost:
+            raise
+        except RetryableError as exc:
+            logs.warning("recent exports not listed; polling without them", **task.log_fields(), error=str(exc))
+            listed = []
+        self.export_times.learn(listed)
+
+    def _polled(self, task: Task, operation: Operation, plan: PollPlan, polls: int) -> None:
+        """Remember how long the export ran (it forecasts the chain's next exports) and log how the forecast did."""
+        self.export_times.record(operation)
+        f = plan.forecast
+        logs.log(
+            "DEBUG",
+            "export polled",
+            **task.log_fields(),
+            ran_seconds=run_time(operation),
+            polls=polls,
+            basis=f.basis if f else None,
+            forecast_low=round(f.low, 3) if f else None,
+            forecast_high=round(f.high, 3) if f else None,
+            window_calls=plan.calls,
+            chains=self.budget.chains,
+        )
+
     def read_operation(self, task: Task) -> Operation | None:
-        """The task's operation; None if the API could not answer this time."""
+        """The task's operation; None if the API could not answer this time (a 429 also holds the budget back)."""
         try:
             operation = self.services.sqladmin.get_operation(self.project, task.operation or "")
             self.lease.heartbeat()  # fencing: a call that hung past the lease acts on nothing
             return operation
         except (TransientApiError, InstanceUnavailable) as exc:
+            if isinstance(exc, InstanceUnavailable) and exc.condition == "quota":
+                self.budget.refused()
             logs.warning("operation poll failed; retrying", **task.log_fields(), error=str(exc))
             return None
         except ExportRejected as exc:
@@ -158,9 +219,9 @@ class Chain:
         found = next((op for op in listed if op.name == task.operation), None)
         return found or Operation.unknown(task.operation or "", task.uri, exc.status, str(exc))
 
-    def _age(self, task: Task, operation: Operation, started: float) -> float:
+    def _age(self, task: Task, operation: Operation | None, started: float) -> float:
         """Seconds since the export was accepted (else since the claim; else since this poll began)."""
-        since = accepted_at(operation) or task.submitted_at
+        since = (accepted_at(operation) if operation is not None else None) or task.submitted_at
         if since is None:
             return self.clock.monotonic() - started
         return (self.clock.now() - since).total_seconds()
@@ -204,16 +265,27 @@ class Chain:
     def complete(self, task: Task, operation: Operation, prepared: Prepared | None) -> Task | None:
         """Record a DONE operation; submits the next export first when it succeeded."""
         if operation.error_code == VANISHED_CODE:
-            self.retry_vanished(task)
+            if task.pack_uri:
+                packs.retry_members(self, task, vanished=True)
+            else:
+                self.retry_vanished(task)
             return None
         if operation.failed:
             error = {"code": operation.error_code, "message": operation.error_message}
+            if task.pack_uri:  # every window retried, each on its own next time
+                for member in packs.members_of(self, task):
+                    failure = packs.failure_error(task, operation)
+                    self._record_failure(member, failure, new_generation=operation.name in self._cancelled)
+                return None
             self._record_failure(task, error, new_generation=operation.name in self._cancelled)
             return None
-        if prepared is None or prepared.task.priority != LIVE_PRIORITY:
-            # A live window queued while we polled must not wait behind a prefetched backfill task.
+        if prepared is None or self._rank(prepared.task) != LIVE_RANK:
+            # A live window queued while we polled must not wait behind a prefetched catch-up or backfill task.
             prepared = self.prepare_next()
         successor = self.start_next(prepared)
+        if task.pack_uri:
+            packs.finish_pack(self, task)
+            return successor
         done = self.state.mark_done(task, self.clock.now(), fence=self.lease.fence)
         hooks.reached("after_done")
         self.stats.done += 1
@@ -224,11 +296,27 @@ class Chain:
 
     # ---- choosing and submitting -------------------------------------------------------------------
 
+    def _live_lows(self) -> dict[str, Any]:
+        """Per source of this instance, the start of its latest settled window: where live work begins now."""
+        now = self.clock.now()
+        sources = self.config.sources_for_instance(self.instance)
+        return {s.name: latest_settled_window(s.schedule, now, s.settle).low for s in sources}
+
+    def _rank(self, task: Task) -> int:
+        return claim_rank(task, self._live_lows().get(task.source))
+
+    def candidates(self) -> list[Task]:
+        """Pending tasks in claim order (shared/core/tasks.claim_rank): the head of the stored queue, plus the live
+        windows wherever they were queued (a backfill, a forced re-export may have written them behind others)."""
+        lows = self._live_lows()
+        live = self.state.pending_from(self.instance, min(lows.values())) if lows else []
+        return claim_order([*live, *self.state.next_pending(self.instance)], lows)
+
     def prepare_next(self) -> Prepared | None:
         """The next ready task with its request rendered; tasks that cannot render fail here."""
         while True:
             now = self.clock.now()
-            task = next((t for t in self.state.next_pending(self.instance) if t.ready(now)), None)
+            task = next((t for t in self.candidates() if t.ready(now)), None)
             if task is None:
                 return None
             try:
@@ -239,13 +327,25 @@ class Chain:
     def start_next(self, prepared: Prepared | None) -> Task | None:
         """Claim and submit; returns the running task, or None if nothing could be started now."""
         while prepared is not None:
-            claimed = self.state.claim(
-                prepared.task,
-                uri=prepared.uri,
-                generation=prepared.generation,
-                now=self.clock.now(),
-                fence=self.lease.fence,
-            )
+            if (pack := packs.plan_pack(self, prepared)) is not None:
+                if (leader := packs.claim_pack(self, pack)) is not None:
+                    return self.submit(leader, pack.body)
+                prepared = self.prepare_next()
+                continue
+            if prepared.task.pack_uri:  # left by a pack that failed: claimed alone, the pack's fields cleared
+                alone = self.state.claim_pack(
+                    [prepared.task], uris=[prepared.uri], generations=[prepared.generation], pack_uri=None,
+                    now=self.clock.now(), fence=self.lease.fence,
+                )  # fmt: skip
+                claimed = alone[0] if alone else None
+            else:
+                claimed = self.state.claim(
+                    prepared.task,
+                    uri=prepared.uri,
+                    generation=prepared.generation,
+                    now=self.clock.now(),
+                    fence=self.lease.fence,
+                )
             if claimed is not None:
                 return self.submit(claimed, prepared.body)
             prepared = self.prepare_next()
@@ -257,7 +357,7 @@ class Chain:
         paused = False
         while True:
             # After a pause, an export of this uri may exist: a holder that lost the lease meanwhile ran it.
-            if paused and (adopted := self.find_operation(task.uri)) is not None:
+            if paused and (adopted := self.find_operation(task.export_uri)) is not None:
                 operation = adopted
                 break
             paused = True
@@ -266,7 +366,7 @@ class Chain:
                 self.lease.heartbeat()  # fencing: if this call hung past the lease, the new holder adopts it
                 break
             except (InstanceBusy, TransientApiError) as exc:
-                adopted = self.find_operation(task.uri)
+                adopted = self.find_operation(task.export_uri)
                 if adopted is not None:
                     operation = adopted
                     break
@@ -280,7 +380,7 @@ class Chain:
                 delay = min(delay * 2, BUSY_BACKOFF_MAX_SECONDS)
             except InstanceUnavailable as exc:
                 # Nothing is wrong with the task: keep its claim (no attempt is spent) and pause the instance.
-                adopted = self.find_operation(task.uri)
+                adopted = self.find_operation(task.export_uri)
                 if adopted is not None:
                     operation = adopted
                     break

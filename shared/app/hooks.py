@@ -15,6 +15,10 @@ CrashPoint = Literal["with_lease", "after_submit", "mid_poll", "after_done"]
 - `mid_poll`     between two operations.get polls of the running export;
 - `after_done`   the task is marked done, before its watermark and manifest bookkeeping."""
 CRASH_POINTS: tuple[str, ...] = get_args(CrashPoint)
+PackCrashPoint = Literal["mid_split"]
+"""Reached only when packing is on (shared/app/packs.py): `mid_split`, a pack's window object was written, before
+the next one is."""
+PACK_CRASH_POINTS: tuple[str, ...] = get_args(PackCrashPoint)
 
 _hook: Callable[[str], None] | None = None
 
@@ -25,6 +29,6 @@ def install(hook: Callable[[str], None] | None) -> None:
     _hook = hook
 
 
-def reached(point: CrashPoint) -> None:
+def reached(point: CrashPoint | PackCrashPoint) -> None:
     if _hook is not None:
         _hook(point)

@@ -4,6 +4,7 @@ saved). Never resubmits blindly: if the listing fails, the invocation fails and 
 
 from __future__ import annotations
 
+from shared.app import packs
 from shared.app.bookkeeping import finalize
 from shared.app.chain import Chain
 from shared.app.requests import prepare
@@ -25,7 +26,12 @@ def recover(chain: Chain) -> Task | None:
         key=lambda t: (t.operation is None, t.order_key),
     )
     current = None
+    packs_seen: set[str] = set()
     for task in in_flight:
+        if task.pack_uri:  # a pack is resumed once, through its first task (the one with the operation, if any)
+            if task.pack_uri in packs_seen:
+                continue
+            packs_seen.add(task.pack_uri)
         chain.stats.recovered += 1
         resumed = _resume(chain, task, busy=current is not None)
         if resumed is None:
@@ -47,27 +53,36 @@ def _resume(chain: Chain, task: Task, *, busy: bool) -> Task | None:
     generation (resubmitting under the same name would be refused as an overwrite)."""
     if task.operation is not None:
         return task
-    adopted = chain.find_operation(task.uri, must_know=True)
+    adopted = chain.find_operation(task.export_uri, must_know=True)
     if adopted is not None:
         return chain.state.mark_running(task, adopted.name, fence=chain.lease.fence)
     objects = chain.services.objects
-    if task.uri and objects.exists(objects.key_of(task.uri)):
-        chain.retry_vanished(task)
+    if task.export_uri and objects.exists(objects.key_of(task.export_uri)):
+        if task.pack_uri:
+            packs.retry_members(chain, task, vanished=True)
+        else:
+            chain.retry_vanished(task)
         return None
     if busy:  # never sent, and another export runs: back to the queue, its attempt given back
-        chain.state.mark_retry(
-            task,
-            error=task.error,
-            not_before=chain.clock.now(),
-            generation=task.generation,
-            refund=True,
-            fence=chain.lease.fence,
-        )
+        if task.pack_uri:
+            packs.retry_members(chain, task)
+        else:
+            chain.state.mark_retry(
+                task,
+                error=task.error,
+                not_before=chain.clock.now(),
+                generation=task.generation,
+                refund=True,
+                fence=chain.lease.fence,
+            )
         logs.info("claimed task never sent; back in the queue behind the running export", **task.log_fields())
         return None
     try:
-        body = prepare(chain.config, chain.templates, task).body
+        body = packs.resume_body(chain, task) if task.pack_uri else prepare(chain.config, chain.templates, task).body
     except PermanentError as exc:
+        if task.pack_uri:  # one window cannot render any more: every window back to the queue, each on its own
+            packs.retry_members(chain, task, solo=True)
+            return None
         chain.fail_permanently(task, exc)
         return None
     return chain.submit(task, body)

@@ -17,10 +17,23 @@ The document (defaults in brackets; `local/demo_config.json` is the documented e
     backfill            {"max_windows" [2000]}: largest number of windows one backfill message may span
     worker              {"budget_seconds" [300] (at most 540, the function timeout), "lease_seconds" [60],
                          "max_attempts" [3], "poll_initial_seconds" [0.05], "poll_max_seconds" [5],
-                         "poll_fraction" [0.05] (poll interval = this fraction of the export's age, within bounds),
+                         "poll_fraction" [0.05] (poll interval = this fraction of the export's age, within bounds,
+                         while nothing predicts the export's end),
+                         "poll_window_calls" [8] (operations.get calls spread over the window in which the export is
+                         predicted to end, from its table's recent durations; 0: no forecast, the growing schedule
+                         only; see shared/app/polling.py),
+                         "poll_spread" [0.05] (that window's half-width as a fraction of the predicted duration, while
+                         too few durations are known to measure their spread),
+                         "poll_sparse_seconds" [60] (the longest wait between two polls before that window),
+                         "api_calls_per_minute" [150] (Admin API calls per minute that all chains of the deployment
+                         share; the API's default quota is about 180 per minute per user, so leave headroom;
+                         see shared/app/budget.py),
                          "retry_base_seconds" [5], "retry_max_seconds" [300], "stuck_factor" [10],
                          "stuck_min_seconds" [600] (an export not DONE after stuck_factor times its table's last
-                         duration, and at least stuck_min_seconds, is stuck: cancelled and retried)}
+                         duration, and at least stuck_min_seconds, is stuck: cancelled and retried),
+                         "pack" {"max_windows" [1] (1: no packing, e.g. 48; at most 500), "target_bytes" [268435456],
+                         "op_overhead_seconds" [30], "export_bytes_per_second" [20971520], "overhead_share" [0.1]}:
+                         catch-up and backfill windows of a table exported together (shared/core/packing.py)}
     lag_alert_seconds [7200]  export lag beyond which monitoring alerts
     sources             one or more (non-empty list), each:
         name            identifier, unique; names the source in messages, keys and logs
@@ -70,6 +83,7 @@ from pendulum import DateTime, Duration
 
 from shared.core.csvformat import Dialect
 from shared.core.errors import ConfigError, WindowError
+from shared.core.packing import PackSettings
 from shared.core.windows import Schedule, parse_duration, parse_timestamp
 
 DEFAULT_TABLE_LAYOUT = "keys/table.j2"
@@ -209,6 +223,11 @@ class WorkerSettings:
     retry_max_seconds: float = 300
     stuck_factor: float = 10
     stuck_min_seconds: float = 600
+    pack: PackSettings = field(default_factory=PackSettings)
+    poll_window_calls: int = 8
+    poll_spread: float = 0.05
+    poll_sparse_seconds: float = 60
+    api_calls_per_minute: float = 150
 
 
 DEFAULT_FIRESTORE_WRITES_PER_SECOND = 500
@@ -321,6 +340,31 @@ def _csv(obj: _Object) -> CsvOptions:
         fields_terminated_by=obj.get("fields_terminated_by", str, "2C", "hex").upper(),
         gzip=obj.get("gzip", bool, False),
     )
+
+
+_PACK_KEYS = ("max_windows", "target_bytes", "op_overhead_seconds", "export_bytes_per_second", "overhead_share")
+MAX_PACK_WINDOWS = 500
+"""Most windows one pack may cover: each adds its query to one selectQuery."""
+
+
+def _pack(obj: _Object) -> PackSettings:
+    """`worker.pack` (shared/core/packing.py): how catch-up and backfill windows are packed into one export."""
+    default = PackSettings()
+    settings = PackSettings(
+        max_windows=_positive(obj, "max_windows", default.max_windows, integer=True, maximum=MAX_PACK_WINDOWS),
+        target_bytes=_positive(obj, "target_bytes", default.target_bytes, integer=True),
+        op_overhead_seconds=_positive(obj, "op_overhead_seconds", default.op_overhead_seconds),
+        export_bytes_per_second=_positive(obj, "export_bytes_per_second", default.export_bytes_per_second),
+        overhead_share=_positive(obj, "overhead_share", default.overhead_share, maximum=1),
+    )
+    if settings.overhead_share >= 1:
+        raise ConfigError(
+            obj.at("overhead_share"),
+            settings.overhead_share,
+            "is not below 1 (the share of a pack's time its fixed overhead may take)",
+            hint="e.g. 0.1; set worker.pack.max_windows to 1 to turn packing off",
+        )
+    return settings
 
 
 def _table(obj: _Object) -> TableConfig:
@@ -441,6 +485,38 @@ def _check_sources(sources: tuple[SourceConfig, ...], layout: KeyLayout) -> None
                 )
 
 
+_POLL_BUDGET_KEYS = ("poll_window_calls", "poll_spread", "poll_sparse_seconds", "api_calls_per_minute")
+MAX_POLL_WINDOW_CALLS = 100
+MIN_API_CALLS_PER_MINUTE = 6
+"""Below this a chain could not even submit and poll one export a minute."""
+
+
+def _poll_budget(obj: _Object) -> dict[str, Any]:
+    """The predictive polling and call budget settings of `worker` (shared/app/polling.py, shared/app/budget.py)."""
+    calls = obj.get("poll_window_calls", int, 8)
+    if not 0 <= calls <= MAX_POLL_WINDOW_CALLS:
+        raise ConfigError(
+            obj.at("poll_window_calls"),
+            calls,
+            f"is not an integer from 0 to {MAX_POLL_WINDOW_CALLS}",
+            hint="0 turns the forecast off (polls then follow the growing schedule only)",
+        )
+    budget = _positive(obj, "api_calls_per_minute", 150)
+    if budget < MIN_API_CALLS_PER_MINUTE:
+        raise ConfigError(
+            obj.at("api_calls_per_minute"),
+            budget,
+            f"is below {MIN_API_CALLS_PER_MINUTE}: a chain could not submit and poll one export a minute",
+            hint="set the Admin API calls per minute all chains may spend, e.g. 150 under the default quota of 180",
+        )
+    return {
+        "poll_window_calls": calls,
+        "poll_spread": _positive(obj, "poll_spread", 0.05, maximum=1),
+        "poll_sparse_seconds": _positive(obj, "poll_sparse_seconds", 60),
+        "api_calls_per_minute": budget,
+    }
+
+
 def parse_config(doc: dict[str, Any], *, sqladmin_endpoint: str | None = None) -> Config:
     """Validate a config document (see the module docstring). Pure: reads no files and no environment."""
     top = _Object(
@@ -461,7 +537,8 @@ def parse_config(doc: dict[str, Any], *, sqladmin_endpoint: str | None = None) -
     worker_obj = top.obj(
         "worker",
         ("budget_seconds", "lease_seconds", "max_attempts", "poll_initial_seconds", "poll_max_seconds",
-         "poll_fraction", "retry_base_seconds", "retry_max_seconds", "stuck_factor", "stuck_min_seconds"),
+         "poll_fraction", "retry_base_seconds", "retry_max_seconds", "stuck_factor", "stuck_min_seconds",
+         "pack", *_POLL_BUDGET_KEYS),
     )  # fmt: skip
     worker = WorkerSettings(
         budget_seconds=_positive(worker_obj, "budget_seconds", 300, maximum=MAX_FUNCTION_SECONDS),
@@ -474,6 +551,8 @@ def parse_config(doc: dict[str, Any], *, sqladmin_endpoint: str | None = None) -
         retry_max_seconds=_positive(worker_obj, "retry_max_seconds", 300),
         stuck_factor=_positive(worker_obj, "stuck_factor", 10),
         stuck_min_seconds=_positive(worker_obj, "stuck_min_seconds", 600),
+        pack=_pack(worker_obj.obj("pack", _PACK_KEYS)),
+        **_poll_budget(worker_obj),
     )
     for low, high in (
         ("poll_initial_seconds", "poll_max_seconds"),

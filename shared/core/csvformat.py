@@ -109,7 +109,7 @@ def text_chunks(chunks: Iterable[bytes]) -> Iterator[str]:
 class _Parser:
     """COPY's CSV as a state machine fed text in chunks; jumps from one special character to the next."""
 
-    def __init__(self, dialect: Dialect) -> None:
+    def __init__(self, dialect: Dialect, *, keep_raw: bool = False) -> None:
         self.q, self.e, self.d = dialect.quote, dialect.escape, dialect.delimiter
         self._outside = re.compile("[" + re.escape(self.d + self.q) + "\r\n]")
         self._inside = re.compile("[" + re.escape(self.q + (self.e if self.e != self.q else "")) + "]")
@@ -117,6 +117,13 @@ class _Parser:
         self.row: Row = []
         self.quoted = self.in_quotes = False
         self.hold = ""
+        # With keep_raw, each finished row's text exactly as written, and where its first field ended.
+        self.keep_raw = keep_raw
+        self.raws: list[tuple[str, int | None]] = []
+        self._raw: list[str] = []  # the current row's text from earlier chunks
+        self._raw_len = 0
+        self._start = 0  # where the current row starts in the text being fed
+        self._first_end: int | None = None
 
     def _take(self, text: str) -> None:
         if text:  # an empty piece must not turn a NULL field into an empty string
@@ -126,15 +133,25 @@ class _Parser:
         self.row.append("".join(self.field) if self.field or self.quoted else None)
         self.field, self.quoted = [], False
 
-    def _end_row(self, rows: list[Row]) -> None:
+    def _end_row(self, rows: list[Row], text: str, end: int) -> None:
+        """The row ends at `end` in `text` (just after its line end)."""
         self._end_field()
         rows.append(self.row)
         self.row = []
+        if self.keep_raw:
+            self.raws.append(("".join(self._raw) + text[self._start : end], self._first_end))
+            self._raw, self._raw_len, self._start, self._first_end = [], 0, end, None
+
+    def _delimiter_at(self, j: int) -> None:
+        if self.keep_raw and not self.row:  # the first field ends: remember where, counting the delimiter
+            self._first_end = self._raw_len + j + 1 - self._start
+        self._end_field()
 
     def feed(self, text: str, *, final: bool = False) -> list[Row]:
         text, self.hold = self.hold + text, ""
         rows: list[Row] = []
         i, n = 0, len(text)
+        self._start = 0
         while i < n:
             if self.in_quotes:
                 m = self._inside.search(text, i)
@@ -172,19 +189,23 @@ class _Parser:
                 if ch == self.q:
                     self.in_quotes = self.quoted = True
                 elif ch == self.d:
-                    self._end_field()
+                    self._delimiter_at(j)
                 elif ch == "\n":
-                    self._end_row(rows)
+                    self._end_row(rows, text, i)
                 elif j + 1 >= n and not final:  # "\r": a CRLF may be split across chunks
                     self.hold = text[j:]
                     break
                 elif j + 1 < n and text[j + 1] == "\n":
-                    self._end_row(rows)
                     i = j + 2
+                    self._end_row(rows, text, i)
                 else:
                     self.field.append(ch)
         if final and (self.field or self.quoted or self.row):
-            self._end_row(rows)
+            self._end_row(rows, text, n)
+        elif self.keep_raw:
+            consumed = n - len(self.hold)
+            self._raw.append(text[self._start : consumed])
+            self._raw_len += consumed - self._start
         return rows
 
 
@@ -194,6 +215,31 @@ def read_rows(data: bytes | Iterable[bytes], dialect: Dialect) -> Iterator[Row]:
     for text in text_chunks([data] if isinstance(data, bytes) else data):
         yield from parser.feed(text)
     yield from parser.feed("", final=True)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One row with its text exactly as the object holds it (decoded, line end included), and where its first field
+    ends in that text (just past the delimiter; None for a row of one field)."""
+
+    row: Row
+    raw: str
+    first_end: int | None
+
+
+def read_records(data: bytes | Iterable[bytes], dialect: Dialect) -> Iterator[Record]:
+    """The rows of an exported object with their raw text, streaming: what splitting an object needs (the raw
+    text is written out again verbatim, so the split output is byte-identical to the input's rows)."""
+    parser = _Parser(dialect, keep_raw=True)
+
+    def drain(rows: list[Row]) -> Iterator[Record]:
+        for row, (raw, first_end) in zip(rows, parser.raws, strict=True):
+            yield Record(row, raw, first_end)
+        parser.raws.clear()
+
+    for text in text_chunks([data] if isinstance(data, bytes) else data):
+        yield from drain(parser.feed(text))
+    yield from drain(parser.feed("", final=True))
 
 
 def count_rows(data: bytes | Iterable[bytes], dialect: Dialect) -> int:

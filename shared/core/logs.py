@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from datetime import UTC, date, datetime
 from typing import Any, Literal, TextIO
+
+_WRITE_LOCK = threading.Lock()
+"""One line at a time: requests served on threads of one process log to the same stream."""
 
 Severity = Literal["DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL"]
 
@@ -21,9 +25,11 @@ def log(severity: Severity, message: str, *, stream: TextIO | None = None, **fie
     `time` (RFC 3339, UTC) is the entry's timestamp for Cloud Logging and the only clock local log files have."""
     stamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     entry = {"severity": severity, "message": message, "time": stamp, **fields}
+    line = json.dumps(entry, default=_default, ensure_ascii=False) + "\n"
     out = stream or sys.stdout
-    out.write(json.dumps(entry, default=_default, ensure_ascii=False) + "\n")
-    out.flush()
+    with _WRITE_LOCK:
+        out.write(line)
+        out.flush()
 
 
 def info(message: str, **fields: Any) -> None:

@@ -8,13 +8,15 @@ States and the moves between them (the state store applies them; only the chain 
        |                                                      was left behind)
        +---- requeue / force ---- failed | done               (operators; always a new generation)
 
-A task is `finalized` once its watermark and manifest bookkeeping ran after it became done.
+A task is `finalized` once its watermark and manifest bookkeeping ran after it became done. Consecutive catch-up or
+backfill windows of one table may be claimed together and exported by one operation (a pack, shared/app/packs.py):
+each still takes these states; its first window carries the operation, the others stay `submitting` until done.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -93,7 +95,16 @@ class Task:
     done_at: pendulum.DateTime | None = None
     purpose: TaskPurpose = "export"
     run: str | None = None
+    pack_uri: str | None = None
+    """The pack object this window's rows are exported into (shared/app/packs.py); None: exported on its own."""
+    pack_ids: list[str] | None = None
+    """The ids of every task of that pack, in window order (this one included)."""
     update_time: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def export_uri(self) -> str | None:
+        """Where the task's export operation writes: its pack's object, or its own."""
+        return self.pack_uri or self.uri
 
     @property
     def id(self) -> str:
@@ -235,3 +246,25 @@ def walk_watermark(
             break
         value = found[1]
     return value
+
+
+LIVE_RANK, CATCH_UP_RANK, BACKFILL_RANK = 0, 1, 2
+"""The order of work when a task is claimed: live windows, then catch-up, then backfill."""
+
+
+def claim_rank(task: Task, live_low: pendulum.DateTime | None) -> int:
+    """A task's rank, decided when it is claimed rather than frozen when its document was written.
+
+    Live: the window is its source's latest settled one (`live_low` and later), whoever created the document
+    and whether or not it is a forced re-export. Catch-up: an older window a tick planned. Backfill: an older
+    window a backfill planned or forced (and verifications).
+    """
+    if live_low is not None and task.low >= live_low and task.purpose == "export":
+        return LIVE_RANK
+    return BACKFILL_RANK if task.backfill else CATCH_UP_RANK
+
+
+def claim_order(tasks: Iterable[Task], live_lows: Mapping[str, pendulum.DateTime]) -> list[Task]:
+    """Tasks (duplicates dropped) by rank, then the queue's own order: oldest window, schema before tables."""
+    unique = {t.id: t for t in tasks}.values()
+    return sorted(unique, key=lambda t: (claim_rank(t, live_lows.get(t.source)), t.order_key.split("|", 1)[1]))

@@ -47,6 +47,14 @@ CALLS: tuple[Call, ...] = (
         "storage.objects.create",
         "shared/adapters/storage.py",
     ),
+    # Windows split out of a pack (shared/app/packs.py): create-only too; the pack object is left to the bucket's
+    # lifecycle rule, since deleting it would need storage.objects.delete.
+    Call(
+        "worker",
+        "storage.objects.insert (window split out of a pack, create_bytes)",
+        "storage.objects.create",
+        "shared/adapters/storage.py",
+    ),
     # --- worker and planner: Pub/Sub (shared/adapters/pubsub.py) ----------------------------------------
     Call("worker", "pubsub.projects.topics.publish (work)", "pubsub.topics.publish", "shared/adapters/pubsub.py"),
     Call("planner", "pubsub.projects.topics.publish (work)", "pubsub.topics.publish", "shared/adapters/pubsub.py"),

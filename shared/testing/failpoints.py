@@ -55,8 +55,8 @@ def load_failpoints(environ: Mapping[str, str] = os.environ) -> FailpointSetting
 def settings() -> FailpointSettings:
     loaded = load_failpoints()
     for name in loaded.rates:
-        if name not in hooks.CRASH_POINTS:
-            known = ", ".join(hooks.CRASH_POINTS)
+        if name not in hooks.CRASH_POINTS + hooks.PACK_CRASH_POINTS:
+            known = ", ".join(hooks.CRASH_POINTS + hooks.PACK_CRASH_POINTS)
             raise ConfigError("CDC_FAILPOINTS", name, f"is not a failpoint (known: {known})")
     return loaded
 

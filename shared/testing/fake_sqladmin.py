@@ -13,7 +13,9 @@ Fault knobs: `fail_next` (optionally leaving the object behind, as an operation 
 failed), `busy_for` (a foreign operation such as a backup), `refuse` (instance stopped, IAM refusing, quota),
 `transient` (5xx answers), `forget` (an operation whose name stops resolving), `hang_next` (an export that
 never finishes until it is cancelled: `cancel_operation` ends it DONE with OPERATION_CANCELLED, as the emulator
-does; cancelling a DONE operation is refused with 400).
+does; cancelling a DONE operation is refused with 400), `jitter` (each export runs `duration` x uniform(1 -/+ j),
+as the emulator's duration_jitter), `limit_calls` (more calls than this in any 60 s of the fake clock answer 429
+rateLimitExceeded, whatever the method, as the emulator's calls_per_minute and the real per-minute quota do).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import base64
 import hashlib
 import itertools
 import json
+import random
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +74,12 @@ class InMemoryObjects:
             return False
         self.data[key] = json.dumps(document, sort_keys=True, default=str).encode()
         self.json_writes.append(key)
+        return True
+
+    def create_bytes(self, key: str, data: bytes, content_type: str) -> bool:
+        if key in self.data:
+            return False
+        self.data[key] = bytes(data)
         return True
 
     def key_of(self, uri: str) -> str:
@@ -125,7 +135,15 @@ class FakeAdminApi:
         self._transient = 0
         self._hang_next = 0
         self._refusals: dict[str, tuple[str, float]] = {}
+        self._jitter = 0.0
+        self._rng = random.Random(0)
+        self._per_minute = 0
+        self._accepted: deque[float] = deque()
         self.calls: list[str] = []
+        self.call_times: list[float] = []
+        """The fake clock's monotonic time of every call (answered or refused), in order."""
+        self.rate_limited: list[int] = []
+        """Which calls (indexes into `calls`) `limit_calls` refused with 429."""
         self.exported: list[str] = []
         """The uri of every export the API accepted, in order."""
         self.overwrite_attempts = 0
@@ -156,6 +174,17 @@ class FakeAdminApi:
         """The operation's name stops resolving (operations.get answers 404)."""
         self._operations[name].forgotten = True
 
+    def jitter(self, fraction: float, *, seed: int = 0) -> None:
+        """Each new export runs `duration` x uniform(1 - fraction, 1 + fraction) (seeded, reproducible)."""
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"jitter is a fraction of the duration in [0, 1], not {fraction}")
+        self._jitter, self._rng = fraction, random.Random(seed)
+
+    def limit_calls(self, per_minute: int) -> None:
+        """More calls than `per_minute` in any 60 s answer 429 rateLimitExceeded (0: no limit). Refused calls do not
+        count towards the limit."""
+        self._per_minute, self._accepted = per_minute, deque()
+
     def hang_next(self, exports: int = 1) -> None:
         """The next `exports` exports stay RUNNING until cancelled (an operation that never finishes)."""
         self._hang_next += exports
@@ -174,7 +203,10 @@ class FakeAdminApi:
                 "in progress."
             )
         uri = body["exportContext"]["uri"]
-        op = self._start(instance, uri, self.duration, content=self._content(body))
+        duration = self.duration
+        if self._jitter:
+            duration *= self._rng.uniform(1 - self._jitter, 1 + self._jitter)
+        op = self._start(instance, uri, duration, content=self._content(body))
         self.exported.append(uri)
         if self._hang_next > 0:
             self._hang_next -= 1
@@ -215,6 +247,15 @@ class FakeAdminApi:
 
     def _call(self, method: str) -> None:
         self.calls.append(method)
+        now = self.clock.monotonic()
+        self.call_times.append(now)
+        if self._per_minute:
+            while self._accepted and now - self._accepted[0] >= 60:
+                self._accepted.popleft()
+            if len(self._accepted) >= self._per_minute:
+                self.rate_limited.append(len(self.calls) - 1)
+                raise InstanceUnavailable("quota", *_REFUSALS["quota"])
+            self._accepted.append(now)
         if self._transient > 0:
             self._transient -= 1
             raise TransientApiError(503, "The service is currently unavailable.")

@@ -109,8 +109,12 @@ class InMemoryState:
         with self._lock:
             return [replace(t) for t in self.tasks.values() if all(getattr(t, k) == v for k, v in equals.items())]
 
-    def next_pending(self, instance: str, limit: int = 20) -> list[Task]:
+    def next_pending(self, instance: str, limit: int = 10) -> list[Task]:
         return sorted(self._select(instance=instance, state="pending"), key=lambda t: t.order_key)[:limit]
+
+    def pending_from(self, instance: str, low: pendulum.DateTime, limit: int = 10) -> list[Task]:
+        found = [t for t in self._select(instance=instance, state="pending") if t.low >= low]
+        return sorted(found, key=lambda t: (t.low, t.order_key))[:limit]
 
     def tasks_in_state(self, state: TaskState, *, instance: str | None = None) -> list[Task]:
         return self._select(state=state) if instance is None else self._select(instance=instance, state=state)
@@ -158,6 +162,39 @@ class InMemoryState:
             operation=None,
             submitted_at=now,
         )
+
+    def claim_pack(
+        self,
+        tasks: Sequence[Task],
+        *,
+        uris: Sequence[str],
+        generations: Sequence[int],
+        pack_uri: str | None,
+        now: pendulum.DateTime,
+        fence: Fence | None = None,
+    ) -> list[Task] | None:
+        ids = [t.id for t in tasks]
+        with self._lock:  # all or none, as Firestore's commit with one precondition per document
+            if fence is not None and not fence.admits(self.leases.get(fence.instance)):
+                raise LeaseLost(fence.instance, fence.holder)
+            if any(self.tasks.get(t.id) is None or self.tasks[t.id].update_time != t.update_time for t in tasks):
+                return None
+            return [
+                self._store(
+                    replace(
+                        self.tasks[task.id],
+                        state="submitting",
+                        uri=uri,
+                        generation=generation,
+                        attempts=task.attempts + 1,
+                        operation=None,
+                        submitted_at=now,
+                        pack_uri=pack_uri,
+                        pack_ids=list(ids) if pack_uri else None,
+                    )
+                )
+                for task, uri, generation in zip(tasks, uris, generations, strict=True)
+            ]
 
     def mark_running(self, task: Task, operation: str, *, fence: Fence | None = None) -> Task | None:
         return self._transition(task, fence, state="running", operation=operation)
@@ -281,6 +318,10 @@ class InMemoryState:
 
     def get_lease(self, instance: str) -> Lease | None:
         return self.leases.get(instance)
+
+    def live_chains(self, now: pendulum.DateTime) -> int:
+        with self._lock:
+            return sum(1 for lease in self.leases.values() if lease.live(now))
 
     # ---- instance breakers ---------------------------------------------------------------------------
 
