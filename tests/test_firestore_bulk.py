@@ -15,7 +15,7 @@ from google.cloud.firestore_v1.types import BatchWriteResponse
 from google.cloud.firestore_v1.types import write as write_types
 from google.rpc import status_pb2
 
-from shared.adapters.firestore_bulk import RETRY_ATTEMPTS, WritePacer, create_all, encode_create
+from shared.adapters.firestore_bulk import RETRY_ATTEMPTS, WritePacer, _Encoder, create_all, encode_create
 from shared.adapters.firestore_tasks import task_to_doc
 from shared.core.tasks import Task
 
@@ -141,3 +141,24 @@ def test_batches_are_cut_at_the_batch_size() -> None:
     api = _FakeApi([0, 0], [0])
     outcome = create_all(_client(api), _refs("a", "b", "c"), batch_writes=2, senders=1, sleep=lambda _: None)
     assert (api.requests, len(outcome.created)) == ([["a", "b"], ["c"]], 3)
+
+
+def test_a_stream_of_documents_encodes_each_exactly_as_alone() -> None:
+    """The encoder re-encodes only what differs from the previous document: every write must still be the one
+    `encode_create` (and so the library) makes for that document alone."""
+    base = task_to_doc(Task("shop", "p:i", "shop", "orders", LOW, LOW.add(hours=1)))
+    documents = [
+        base,
+        {**base, "table": "payments"},  # one value differs
+        {**base, "table": None, "low": LOW.add(hours=1), "error": {"code": "X", "nested": {"n": [1, None]}}},
+        {**base, "error": {"code": "Y"}, "attempts": True},  # a dict that changed, an int that became a bool
+        {**base, "created_at": LOW},  # a server timestamp that became a value: encoded afresh
+        {**base, "extra": 1},  # other keys: encoded afresh
+        base,
+        base,  # the same document again
+    ]
+    encoder = _Encoder()
+    for number, data in enumerate(documents):
+        path = f"{PATH}{number}"
+        expected = encode_create(path, data).SerializeToString(deterministic=True)
+        assert encoder.encode(path, data).SerializeToString(deterministic=True) == expected, number

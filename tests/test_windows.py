@@ -18,6 +18,7 @@ from shared.core.windows import (
     parse_duration,
     parse_timestamp,
     require_aware,
+    ts_nodash,
 )
 
 
@@ -294,3 +295,15 @@ def test_due_windows_rejects_bad_settle_and_cap(settle: timedelta, cap: int) -> 
     with pytest.raises(WindowError) as e:
         due_windows(Schedule.parse("1h"), utc(2026, 1, 1), settle, None, cap)
     assert e.value.value in (settle, cap)
+
+
+def test_ts_nodash_prints_the_instant_in_its_own_zone_even_when_cached() -> None:
+    """ts_nodash is cached; equal instants in other zones must still print their own digits."""
+    utc = pendulum.datetime(2026, 1, 1, 12, tz="UTC")
+    paris = utc.in_timezone("Europe/Paris")
+    assert utc == paris
+    assert (ts_nodash(utc), ts_nodash(paris), ts_nodash(utc)) == (
+        "20260101T120000",
+        "20260101T130000",
+        "20260101T120000",
+    )

@@ -90,14 +90,17 @@ class FirestoreTasks:
         takes the forcing request's rank: a backfill never goes before live work, whoever wrote the document.
         """
         pacer = WritePacer(self.writes_per_second) if self.writes_per_second else None
+        ids = [t.id for t in tasks]
         documents = (
             # A task created by a forced backfill carries its token too: the redelivered request must not force it.
-            (self._tasks.document(t.id), {**task_to_doc(t), "force_token": force_token or t.force_token})
-            for t in tasks
+            (self._tasks.document(tid), {**task_to_doc(t), "force_token": force_token or t.force_token})
+            for tid, t in zip(ids, tasks, strict=True)
         )
         outcome = create_all(self.client, documents, pacer=pacer)
         existed = set(outcome.existed)
-        again = [t for t in tasks if t.id in existed and (force_token or may_promote(t))]
+        again = [
+            t for tid, t in zip(ids, tasks, strict=True) if tid in existed and (force_token or may_promote(t))
+        ] if existed else []  # fmt: skip
         forced = reads = writes = 0
         for chunk in _chunks(list({t.id: t for t in again}.values()), BATCH_SIZE):
             snaps = {s.id: s for s in self.client.get_all([self._tasks.document(t.id) for t in chunk]) if s.exists}

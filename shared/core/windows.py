@@ -15,6 +15,7 @@ The grid, by kind of interval:
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,13 @@ def _iso(t: datetime) -> str:
 
 def ts_nodash(t: datetime) -> str:
     """`20260101T000000`: how a window's low appears in task ids, object keys and document ids."""
+    return _ts_nodash(t, t.utcoffset())
+
+
+@functools.lru_cache(maxsize=4096)
+def _ts_nodash(t: datetime, _offset: object) -> str:
+    """Cached: a backfill's tasks name the same few window bounds tens of thousands of times, and strftime is
+    the planner's costliest call. Keyed by the offset too: equal instants in other zones print other digits."""
     return t.strftime(TS_NODASH_FORMAT)
 
 

@@ -95,7 +95,8 @@ class InMemoryState:
                     )
                     forced += 1
                     changes += 1
-        return CreateResult(created=created, forced=forced, existing=existing, reads=reads, writes=len(tasks) + changes)
+        writes = len({t.id for t in tasks}) + changes  # one create per document, as one BatchWrite sends it
+        return CreateResult(created=created, forced=forced, existing=existing, reads=reads, writes=writes)
 
     def get_tasks(self, ids: Iterable[str]) -> dict[str, Task]:
         with self._lock:
