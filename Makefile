@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv up down status demo test tf-check lint bench mutate clean
+.PHONY: venv up down status demo test test-full tf-check lint bench mutate clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,13 @@ lint: venv
 	$(PY) -m ruff format --check .
 
 test: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	sh local/ensure_chromium.sh
+	$(PY) -m pytest -m "not full"
+
+# Everything, including the stack cases CI leaves out (tests/conftest.py FULL_ONLY); about 3 minutes more.
+test-full: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	sh local/ensure_chromium.sh
