@@ -130,7 +130,7 @@ class FaultPlan:
         for a minute, during which the idle bound is not measured), not tens."""
         return cls(
             hours=48,
-            failpoints={"with_lease": 0.03, "after_submit": 0.006, "mid_poll": 0.0015, "after_done": 0.006},
+            failpoints={"with_lease": 0.015, "after_submit": 0.003, "mid_poll": 0.001, "after_done": 0.003},
             timeout_seconds=2400.0,
         )
 
