@@ -167,7 +167,14 @@ class Scenario:
     def _play(self) -> None:
         began = pendulum.now("UTC")
         ends: list[tuple[float, Held]] = []
+        started = False
         for condition in self._conditions:
+            if condition.at > 0 and not started:
+                # The timeline runs from the worker's first Admin API call, not from when the run was set up: on a
+                # loaded machine planning can take longer than the first conditions last, which then held nothing.
+                if self._wait_for_first_call():
+                    return
+                began, started = pendulum.now("UTC"), True
             if self._wait_until(began, condition.at, ends):
                 return
             if condition.knobs:
@@ -207,6 +214,15 @@ class Scenario:
                 held.end = pendulum.now("UTC")
                 continue
             return False
+
+    def _wait_for_first_call(self) -> bool:
+        """Until the emulator injected its first fault into a worker's call (the 403 applied from the start refuses
+        the very first one; the admin endpoints the suite itself calls draw none); True if stopped meanwhile."""
+        while not self._stop.wait(0.2):
+            with contextlib.suppress(requests.RequestException, ValueError):
+                if sum(requests.get(f"{self._admin}/stats", timeout=10).json().get("faults", {}).values()):
+                    return False
+        return True
 
     def _refusals(self, condition: Condition) -> int:
         if condition.refusal is None:
