@@ -243,3 +243,23 @@ def test_the_time_held_by_killed_processes_is_the_union_of_their_holds():
     kills = [killed(t0, 6), killed(t0.add(seconds=30), 6), killed(t0.add(seconds=200), 6)]
     assert covered_seconds(kills) == 30 + ABANDONED_TRANSACTION_SECONDS + ABANDONED_TRANSACTION_SECONDS
     assert covered_seconds([]) == 0
+
+
+def test_an_instance_is_not_idle_before_its_next_task_exists():
+    """Defect (before): with six sources the planner writes the windows of 48 ticks over tens of seconds; a chain
+    that had exported every planned task and stopped was counted idle until the next window was planned."""
+    config = parse_config(fault_config(1))
+    root = "gs://cdc-exports/cdc/raw"
+    tasks = [_task(None, 0, "gs://cdc-exports/cdc/schemas/shop/2026/10/01/schema_20261001T000000.csv")] + [
+        _task(t, 0, f"{root}/{t}/2026/10/01/{t}_20261001T000000.csv") for t in config.sources[0].table_names
+    ]
+    ops = [_op(f"op{i}", t.uri, 2 * i + (30 if i > 2 else 0), 2 * i + 1 + (30 if i > 2 else 0))
+           for i, t in enumerate(tasks)]  # fmt: skip
+    objects = {t.uri.removeprefix("gs://cdc-exports/") for t in tasks} | {"cdc/manifests/x/_manifest.json"}
+    end = START.add(hours=1)
+    history = [{"table": t, "from": START, "to": end, "at": end} for t in config.sources[0].table_names]
+    marks = {("shop", t): end for t in config.sources[0].table_names}
+    assert check_run(tasks, ops, objects, history, marks, config, 1, idle_limit=5)[0]  # a 31 s gap
+    planned_late = pendulum.parse(ops[3]["insertTime"]).subtract(seconds=2)
+    tasks = [dataclasses.replace(t, created_at=planned_late if i > 2 else None) for i, t in enumerate(tasks)]
+    assert check_run(tasks, ops, objects, history, marks, config, 1, idle_limit=5)[0] == []
