@@ -46,7 +46,9 @@ class Condition:
     breaker: bool = False  # the chain waits it out with the breaker's back-off (no operation runs meanwhile)
     refusal: str | None = None  # the emulator's counter of the refusals it causes: held until one was answered
     instances: tuple[str, ...] | None = None  # the instances (names) it keeps idle; None: every instance
-    hold_factor: float = 3.0  # a refusal not answered yet is held on, up to this many times `seconds`
+    # A refusal not answered yet is held on (cleared about a second after its first answer), up to this many times
+    # `seconds`: a killed worker process can leave every chain waiting a minute on Firestore locks.
+    hold_factor: float = 10.0
 
     def affects(self, instance: str) -> bool:
         return self.instances is None or instance in self.instances
