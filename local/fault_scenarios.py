@@ -46,7 +46,9 @@ class Condition:
     breaker: bool = False  # the chain waits it out with the breaker's back-off (no operation runs meanwhile)
     refusal: str | None = None  # the emulator's counter of the refusals it causes: held until one was answered
     instances: tuple[str, ...] | None = None  # the instances (names) it keeps idle; None: every instance
-    hold_factor: float = 3.0  # a refusal not answered yet is held on, up to this many times `seconds`
+    # A refusal not answered yet is held on (cleared about a second after its first answer), up to this many times
+    # `seconds`: a killed worker process can leave every chain waiting a minute on Firestore locks.
+    hold_factor: float = 10.0
 
     def affects(self, instance: str) -> bool:
         return self.instances is None or instance in self.instances
@@ -167,7 +169,14 @@ class Scenario:
     def _play(self) -> None:
         began = pendulum.now("UTC")
         ends: list[tuple[float, Held]] = []
+        started = False
         for condition in self._conditions:
+            if condition.at > 0 and not started:
+                # The timeline runs from the worker's first Admin API call, not from when the run was set up: on a
+                # loaded machine planning can take longer than the first conditions last, which then held nothing.
+                if self._wait_for_first_call():
+                    return
+                began, started = pendulum.now("UTC"), True
             if self._wait_until(began, condition.at, ends):
                 return
             if condition.knobs:
@@ -208,6 +217,15 @@ class Scenario:
                 continue
             return False
 
+    def _wait_for_first_call(self) -> bool:
+        """Until the emulator injected its first fault into a worker's call (the 403 applied from the start refuses
+        the very first one; the admin endpoints the suite itself calls draw none); True if stopped meanwhile."""
+        while not self._stop.wait(0.2):
+            with contextlib.suppress(requests.RequestException, ValueError):
+                if sum(requests.get(f"{self._admin}/stats", timeout=10).json().get("faults", {}).values()):
+                    return False
+        return True
+
     def _refusals(self, condition: Condition) -> int:
         if condition.refusal is None:
             return 0
@@ -239,11 +257,12 @@ def idle_allowance(
     return start, allowed
 
 
-ABANDONED_TRANSACTION_SECONDS = 60.0
-"""How long the Firestore emulator keeps the documents of a killed process's open transactions locked (measured:
-a lease read inside a transaction by a chain of a SIGKILLed process could not be taken over for 60 to 61 s; other
-transactions on it fail with "Transaction lock timeout"). Inferred for production: Firestore's default pessimistic
-concurrency holds a transaction's locks until it commits, rolls back or expires idle."""
+ABANDONED_TRANSACTION_SECONDS = 90.0
+"""How long the Firestore emulator may keep the documents of a killed process's open transactions locked (measured
+on a loaded 2-core machine: a lease document read inside a transaction by a chain of a SIGKILLed process could not
+be taken over for 60 to 78 s after the kill; transactions on it fail with "Transaction lock timeout" meanwhile).
+Inferred for production: Firestore's default pessimistic concurrency holds a transaction's locks until it commits,
+rolls back or expires idle."""
 
 
 def killed(at: pendulum.DateTime, lease_seconds: float, point: str = "") -> Held:

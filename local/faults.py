@@ -130,7 +130,7 @@ class FaultPlan:
         for a minute, during which the idle bound is not measured), not tens."""
         return cls(
             hours=48,
-            failpoints={"with_lease": 0.03, "after_submit": 0.006, "mid_poll": 0.0015, "after_done": 0.006},
+            failpoints={"with_lease": 0.015, "after_submit": 0.003, "mid_poll": 0.001, "after_done": 0.003},
             timeout_seconds=2400.0,
         )
 
@@ -453,8 +453,9 @@ def check_run(
                 violations.append(f"watermark log of {source.name}.{table} ends at {position}, not {end}")
 
     max_idle = 0.0
+    created = {_task_key(t.uri): t.created_at for t in tasks if t.uri and t.created_at is not None}
     for instance, instance_ops in _by_instance(operations).items():
-        found_violations, idle = _check_instance(instance, instance_ops, idle_limit, held or [])
+        found_violations, idle = _check_instance(instance, instance_ops, idle_limit, held or [], created)
         violations += found_violations
         max_idle = max(max_idle, idle)
     return violations, max_idle
@@ -468,9 +469,15 @@ def _by_instance(operations: list[dict[str, Any]]) -> dict[str, list[dict[str, A
 
 
 def _check_instance(
-    instance: str, operations: list[dict[str, Any]], idle_limit: float, held: list[Held]
+    instance: str,
+    operations: list[dict[str, Any]],
+    idle_limit: float,
+    held: list[Held],
+    created: dict[str, pendulum.DateTime] | None = None,
 ) -> tuple[list[str], float]:
-    """One instance's operations: serial, serial per task, and never idle past the limit while work was ready."""
+    """One instance's operations: serial, serial per task, and never idle past the limit while work was ready. Work
+    is ready once a task not yet exported exists (`created`: task key -> creation time; the planner writes the
+    windows of many ticks over a while, and an instance whose chain ran out of planned work is not idle)."""
     violations: list[str] = []
     spans = sorted((_when(op["insertTime"]), _when(op["endTime"]), op) for op in operations)
     for (_, a_end, a), (b_start, _, b) in itertools.pairwise(spans):
@@ -487,13 +494,16 @@ def _check_instance(
 
     # The instance never idles (no operation at all) longer than the limit while exports were still to do.
     last_export = max((s for s, _, op in spans if op["operationType"] == "EXPORT"), default=None)
+    first_start = {key: task_spans[0][0] for key, task_spans in by_task.items()}
     max_idle = 0.0
     busy_until: pendulum.DateTime | None = None
     for start, finish, _ in spans:
         if last_export is None or start > last_export:
             break
         if busy_until is not None and start > busy_until:
-            since, allowed = idle_allowance(busy_until, start, held, idle_limit, instance or None)
+            waiting = [(created or {}).get(key) for key, first in first_start.items() if first >= start]
+            ready = min((c for c in waiting if c is not None), default=busy_until)
+            since, allowed = idle_allowance(max(busy_until, ready), start, held, idle_limit, instance or None)
             idle = (start - since).total_seconds()
             max_idle = max(max_idle, idle)
             if idle > allowed:

@@ -180,8 +180,9 @@ def test_idle_is_measured_from_the_moment_a_condition_cleared():
     # A killed process: its chains' leases, and the lease documents its open Firestore transactions locked.
     kill = killed(t0.add(seconds=30), 6)
     assert kill.end == t0.add(seconds=30 + ABANDONED_TRANSACTION_SECONDS)
-    assert idle_allowance(t0.add(seconds=29), t0.add(seconds=95), [stopped, kill], 5) == (kill.end, 5)
-    assert idle_allowance(t0.add(seconds=95), t0.add(seconds=99), [stopped, kill], 5) == (t0.add(seconds=95), 5)
+    after = t0.add(seconds=30 + ABANDONED_TRANSACTION_SECONDS + 5)
+    assert idle_allowance(t0.add(seconds=29), after, [stopped, kill], 5) == (kill.end, 5)
+    assert idle_allowance(after, after.add(seconds=4), [stopped, kill], 5) == (after, 5)
     # The breaker's pauses are 5, 10, 20... s, jittered 0.8-1.2: the pause in force when a condition clears.
     assert [breaker_wait_after(s) for s in (0, 3.9, 4.0, 11.9, 12.0)] == [6.0, 6.0, 12.0, 12.0, 24.0]
 
@@ -242,3 +243,23 @@ def test_the_time_held_by_killed_processes_is_the_union_of_their_holds():
     kills = [killed(t0, 6), killed(t0.add(seconds=30), 6), killed(t0.add(seconds=200), 6)]
     assert covered_seconds(kills) == 30 + ABANDONED_TRANSACTION_SECONDS + ABANDONED_TRANSACTION_SECONDS
     assert covered_seconds([]) == 0
+
+
+def test_an_instance_is_not_idle_before_its_next_task_exists():
+    """Defect (before): with six sources the planner writes the windows of 48 ticks over tens of seconds; a chain
+    that had exported every planned task and stopped was counted idle until the next window was planned."""
+    config = parse_config(fault_config(1))
+    root = "gs://cdc-exports/cdc/raw"
+    tasks = [_task(None, 0, "gs://cdc-exports/cdc/schemas/shop/2026/10/01/schema_20261001T000000.csv")] + [
+        _task(t, 0, f"{root}/{t}/2026/10/01/{t}_20261001T000000.csv") for t in config.sources[0].table_names
+    ]
+    ops = [_op(f"op{i}", t.uri, 2 * i + (30 if i > 2 else 0), 2 * i + 1 + (30 if i > 2 else 0))
+           for i, t in enumerate(tasks)]  # fmt: skip
+    objects = {t.uri.removeprefix("gs://cdc-exports/") for t in tasks} | {"cdc/manifests/x/_manifest.json"}
+    end = START.add(hours=1)
+    history = [{"table": t, "from": START, "to": end, "at": end} for t in config.sources[0].table_names]
+    marks = {("shop", t): end for t in config.sources[0].table_names}
+    assert check_run(tasks, ops, objects, history, marks, config, 1, idle_limit=5)[0]  # a 31 s gap
+    planned_late = pendulum.parse(ops[3]["insertTime"]).subtract(seconds=2)
+    tasks = [dataclasses.replace(t, created_at=planned_late if i > 2 else None) for i, t in enumerate(tasks)]
+    assert check_run(tasks, ops, objects, history, marks, config, 1, idle_limit=5)[0] == []
