@@ -76,7 +76,7 @@ FULL_ONLY = {
     "tests/test_pipeline_e2e.py::test_backfill_of_24_windows_does_not_starve_live_ticks",
     # Superseded by six instances at once (tests/test_parallel_e2e.py).
     "tests/test_pipeline_e2e.py::test_two_instances_run_in_parallel_but_each_is_serial",
-    # Windows tiled exactly once across ticks: checked per (table, window) by the fault suite (tests/test_reliability.py).
+    # Windows tiled exactly once across ticks: checked per (table, window) by the fault suite (test_reliability.py).
     "tests/test_pipeline_e2e.py::test_consecutive_ticks_tile_the_range_without_gaps_or_duplicates",
     # A task that cannot render fails alone: in-process (tests/test_chain.py), with and without a crash.
     "tests/test_bad_input.py::test_an_unrenderable_template_fails_its_task_only",
