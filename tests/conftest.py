@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from local.stack import DEFAULT_CONFIG, REPO, Stack
+from tests import checkov_env
 
 TEST_STACK_DIR = Path(os.environ.get("CDC_TEST_STACK_DIR", REPO / ".stack-test"))
 TEST_PORT_BASE = int(os.environ.get("CDC_TEST_PORT_BASE", "17300"))
@@ -55,6 +56,7 @@ def clean_stack(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Stack:
     return stack
 
 
+CHECKOV_TEST = "tests/test_terraform_lint.py::test_checkov"
 BREAKER_E2E = "tests/test_breaker_e2e.py::test_the_chain_pauses_the_instance_and_resumes_when_it_is_back"
 FULL_ONLY = {
     # Dialects: the in-process property (tests/test_csvread.py, tests/test_packing_split.py) covers every dialect
@@ -88,3 +90,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.nodeid in FULL_ONLY:
             item.add_marker(pytest.mark.full)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Create checkov's virtualenv while the other tests run, when its test is to run."""
+    if any(item.nodeid.startswith(CHECKOV_TEST) for item in session.items):
+        checkov_env.start_installing()

@@ -36,9 +36,9 @@ def test_failpoints_are_parsed_and_validated():
         load_failpoints({"CDC_FAILPOINTS": "after_submit:0.1,mid_poll"})
 
 
-def _run_failpoint(env_value: str, name: str) -> subprocess.CompletedProcess[str]:
+def _run_failpoint(env_value: str, name: str, kills: str = "") -> subprocess.CompletedProcess[str]:
     code = f"from shared.testing.failpoints import failpoint; failpoint({name!r}); print('survived')"
-    env = {"CDC_FAILPOINTS": env_value, "PATH": "/usr/bin:/bin"}
+    env = {"CDC_FAILPOINTS": env_value, "CDC_FAILPOINTS_KILLS": kills, "PATH": "/usr/bin:/bin"}
     return subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False
     )
@@ -51,6 +51,19 @@ def test_a_failpoint_sigkills_the_process_only_when_configured():
     assert _run_failpoint("after_submit:1", "mid_poll").stdout.strip() == "survived"
     unknown = _run_failpoint("after_sbumit:1", "after_submit")
     assert unknown.returncode == 1 and "is not a failpoint" in unknown.stderr
+
+
+def test_the_kills_of_a_run_stop_at_its_cap_across_processes(tmp_path):
+    """Defect (before): the fast fault suite killed workers as often as its rates gave (2 to 7 times), each kill
+    holding every instance for over a minute, and one CI run timed out. With a cap, the processes of a run share
+    its tokens: the first two die, the third lives."""
+    cap = f"2:{tmp_path / 'tokens'}"
+    outcomes = [_run_failpoint("after_submit:1", "after_submit", kills=cap).returncode for _ in range(3)]
+    assert outcomes == [-9, -9, 0]
+    assert sorted(p.name for p in (tmp_path / "tokens").iterdir()) == ["kill-0", "kill-1"]
+    with pytest.raises(ConfigError, match=r"CDC_FAILPOINTS_KILLS.*'N:DIR'"):
+        load_failpoints({"CDC_FAILPOINTS_KILLS": "two"})
+    assert load_failpoints({"CDC_FAILPOINTS_KILLS": ""}).max_kills is None
 
 
 def _task(table: str | None, hour: int, uri: str) -> Task:
@@ -106,7 +119,7 @@ def test_the_checks_catch_overlaps_overwrites_duplicates_stalls_and_backward_wat
 
 
 @pytest.mark.stack
-@pytest.mark.timeout(480)  # about 90 s on an idle 2-core machine; a loaded one may take three times that
+@pytest.mark.timeout(420)  # about 90 s on an idle 2-core machine; the run itself gives up after 300 s and reports
 def test_fault_suite_loses_nothing_and_duplicates_nothing(clean_stack, tmp_path):
     plan = FaultPlan()
     report = run_suite(clean_stack, plan, tmp_path)

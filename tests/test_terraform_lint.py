@@ -1,26 +1,21 @@
-"""terraform fmt and checkov over terraform/ (both offline).
-
-checkov lives in its own virtualenv, .venv-checkov, created here on first use from
-requirements-checkov.txt: it ships a module named `hcl2` that would shadow python-hcl2 in .venv.
-"""
+"""terraform fmt and checkov over terraform/ (both offline); checkov runs from its own virtualenv
+(tests/checkov_env.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests import checkov_env
+
 REPO = Path(__file__).resolve().parent.parent
 TERRAFORM = REPO / "terraform"
-CHECKOV_VENV = REPO / ".venv-checkov"
-CHECKOV_REQUIREMENTS = REPO / "requirements-checkov.txt"
 
 
 def test_terraform_fmt() -> None:
@@ -36,39 +31,12 @@ def test_terraform_fmt() -> None:
     assert result.returncode == 0, f"terraform fmt -recursive terraform/ would change:\n{result.stdout}"
 
 
-def checkov() -> Path:
-    """The checkov executable of .venv-checkov, (re)installed when requirements-checkov.txt changed."""
-    executable = CHECKOV_VENV / "bin" / "checkov"
-    stamp = CHECKOV_VENV / ".installed"
-    wanted = hashlib.sha256(CHECKOV_REQUIREMENTS.read_bytes()).hexdigest()
-    if executable.exists() and stamp.exists() and stamp.read_text() == wanted:
-        return executable
-    python = CHECKOV_VENV / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(CHECKOV_VENV)], check=True, timeout=120)
-    subprocess.run(
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-r",
-            str(CHECKOV_REQUIREMENTS),
-        ],
-        check=True,
-        timeout=600,
-    )
-    stamp.write_text(wanted)
-    return executable
-
-
 @pytest.mark.timeout(900)
 def test_checkov_passes_and_every_skip_has_a_reason() -> None:
     env = {**os.environ, "CKV_SKIP_PACKAGE_UPDATE_CHECK": "true", "CKV_PARSE_ERROR_FAIL": "true"}
+    args = ["-d", str(TERRAFORM), "--framework", "terraform", "--skip-download", "-o", "json"]
     result = subprocess.run(
-        [str(checkov()), "-d", str(TERRAFORM), "--framework", "terraform", "--skip-download", "-o", "json"],
+        [str(checkov_env.executable()), *args],
         capture_output=True,
         text=True,
         env=env,

@@ -6,6 +6,12 @@ instance would: no `finally`, no lease release, no reply to Pub/Sub. Under funct
 a gunicorn worker, which the arbiter replaces at once, so the function keeps serving (like Cloud Functions
 starting a new instance). The local stack serves local/functions_entry.py, which calls `install()`, when the
 variable is set; the deployed functions never import this module.
+
+`CDC_FAILPOINTS_KILLS="N:DIR"` caps the kills of a whole run, across every process, at N: each kill first takes
+one of N token files in DIR (created exclusively, so two processes never take the same one), and a failpoint
+reached once they are gone lets the process live. The fault suite's fast variant uses it: each kill can hold every
+instance for over a minute (a killed process's open Firestore transactions stay locked), so uncapped kills made
+the run's length unbounded too.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
 from shared.app import hooks
 from shared.core import logs
@@ -30,10 +37,35 @@ class FailpointSettings:
     """Crash-test failpoints: name -> probability of killing the process when it is reached."""
 
     rates: Mapping[str, float] = field(default_factory=dict)
+    max_kills: int | None = None  # None: no cap
+    tokens_dir: Path | None = None  # where the kills of a run take their tokens
+
+    def take_kill_token(self) -> bool:
+        """Whether this process may die now: always without a cap, else while one of the run's tokens is left."""
+        if self.max_kills is None or self.tokens_dir is None:
+            return True
+        self.tokens_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(self.max_kills):
+            try:
+                os.close(os.open(self.tokens_dir / f"kill-{i}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+            return True
+        return False
+
+
+def _kill_cap(raw: str) -> tuple[int | None, Path | None]:
+    """Parse `CDC_FAILPOINTS_KILLS` ('N:DIR'; unset or empty: no cap)."""
+    if not raw.strip():
+        return None, None
+    count, sep, directory = raw.strip().partition(":")
+    if not sep or not count.isdigit() or not directory:
+        raise ConfigError("CDC_FAILPOINTS_KILLS", raw, "is not 'N:DIR' (N kills at most, tokens kept in DIR)")
+    return int(count), Path(directory)
 
 
 def load_failpoints(environ: Mapping[str, str] = os.environ) -> FailpointSettings:
-    """Parse `CDC_FAILPOINTS` (unset or empty: no failpoint fires)."""
+    """Parse `CDC_FAILPOINTS` (unset or empty: no failpoint fires) and `CDC_FAILPOINTS_KILLS`."""
     raw = environ.get("CDC_FAILPOINTS", "").strip()
     rates: dict[str, float] = {}
     for i, item in enumerate(part.strip() for part in raw.split(",") if part.strip()):
@@ -48,7 +80,8 @@ def load_failpoints(environ: Mapping[str, str] = os.environ) -> FailpointSetting
         if not 0 <= rate <= 1:
             raise ConfigError(path, item, "has a probability outside [0, 1]")
         rates[name.strip()] = rate
-    return FailpointSettings(rates)
+    max_kills, tokens_dir = _kill_cap(environ.get("CDC_FAILPOINTS_KILLS", ""))
+    return FailpointSettings(rates, max_kills, tokens_dir)
 
 
 @cache
@@ -63,8 +96,9 @@ def settings() -> FailpointSettings:
 
 def failpoint(name: str) -> None:
     """Kill this process with the probability configured for `name` (no-op when none is)."""
-    rate = settings().rates.get(name, 0.0)
-    if rate <= 0 or random.random() >= rate:
+    loaded = settings()
+    rate = loaded.rates.get(name, 0.0)
+    if rate <= 0 or random.random() >= rate or not loaded.take_kill_token():
         return
     logs.warning("failpoint fired; killing the process", failpoint=name, pid=os.getpid())
     os.kill(os.getpid(), signal.SIGKILL)
