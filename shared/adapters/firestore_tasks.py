@@ -5,6 +5,7 @@ forced backfill, makes the write fail instead of being lost)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from datetime import datetime
@@ -34,6 +35,18 @@ BATCH_SIZE = 400
 """Documents per batched read (get_all) of tasks that existed when planned again."""
 _FORCE_ATTEMPTS = 5
 _DOC_FIELDS = tuple(f for f in Task.__dataclass_fields__ if f != "update_time")
+_QUERIED_WITH_EQUALITY = frozenset({"state", "finalized"})
+"""Fields a query compares with `==`: a document without the field would not match, so they are always written."""
+_DEFAULTS = {
+    f.name: f.default
+    for f in dataclasses.fields(Task)
+    if f.default is not dataclasses.MISSING and f.name not in _QUERIED_WITH_EQUALITY
+}
+"""Fields a new task document leaves out while they hold their default (None, 0, False, 1, "export"): the decoder
+(`task_from_snapshot`) reads a missing field as the dataclass default, and a query on `error != null` skips a
+document without `error` as it skips one where it is null. A smaller document is fewer index entries per create
+(Firestore indexes every field) and a third less of the emulator's CPU per create (measured: the load run's 36,720
+tasks)."""
 _TIMESTAMP_FIELDS = ("low", "high", "not_before", "created_at", "submitted_at", "done_at")
 
 
@@ -42,12 +55,19 @@ def utc(value: datetime | None) -> pendulum.DateTime | None:
     return None if value is None else pendulum.instance(value).in_timezone("UTC")
 
 
-def task_to_doc(task: Task) -> dict[str, Any]:
-    """The task's document (a shallow copy: `dataclasses.asdict` deep-copies every window bound, a third of the
-    planner's time on a long backfill)."""
-    doc = {name: getattr(task, name) for name in _DOC_FIELDS}
+def task_to_doc(task: Task, *, force_token: str | None = None) -> dict[str, Any]:
+    """The task's document, without the fields that hold their default (see `_DEFAULTS`). A shallow copy:
+    `dataclasses.asdict` deep-copies every window bound, a third of the planner's time on a long backfill.
+    `force_token`, when given, replaces the task's own (the forcing request's token)."""
+    doc = {}
+    for name in _DOC_FIELDS:
+        value = getattr(task, name)
+        if name not in _DEFAULTS or value != _DEFAULTS[name] or type(value) is not type(_DEFAULTS[name]):
+            doc[name] = value
     doc.update(kind=task.kind, order_key=task.order_key, window=ts_nodash(task.low))
-    if doc["created_at"] is None:
+    if force_token is not None:
+        doc["force_token"] = force_token
+    if doc.get("created_at") is None:
         doc["created_at"] = firestore.SERVER_TIMESTAMP
     return doc
 
@@ -93,7 +113,7 @@ class FirestoreTasks:
         ids = [t.id for t in tasks]
         documents = (
             # A task created by a forced backfill carries its token too: the redelivered request must not force it.
-            (self._tasks.document(tid), {**task_to_doc(t), "force_token": force_token or t.force_token})
+            (self._tasks.document(tid), task_to_doc(t, force_token=force_token))
             for tid, t in zip(ids, tasks, strict=True)
         )
         outcome = create_all(self.client, documents, pacer=pacer)
