@@ -122,3 +122,22 @@ def test_a_new_task_document_leaves_out_its_default_fields_and_reads_back_whole(
     assert retry is not None and state.get_task(live.id) == retry
     assert [t.id for t in state.tasks_to_show()] == [live.id]
     assert [t.id for t in state.next_pending(INSTANCE)] == [schema.id, live.id]
+
+
+def test_status_finds_tasks_in_flight_that_never_carried_an_error(clean_stack: Any) -> None:
+    """Defect (with the one OR query it replaces): `error != null OR state in flight` is ordered by `error` in every
+    branch, so an in-flight task whose document has no `error` field (every new task's) was not shown."""
+    state, _ = _store("flight_")
+    tasks = _tasks(2, ("orders",), priority=LIVE_PRIORITY)
+    state.create_tasks(tasks)
+    first, second = (state.get_task(t.id) for t in tasks)
+    assert first is not None and second is not None
+    submitting = state.claim(first, uri="gs://b/a.csv", generation=1, now=LOW)
+    claimed = state.claim(second, uri="gs://b/b.csv", generation=1, now=LOW)
+    assert submitting is not None and claimed is not None
+    running = state.mark_running(claimed, "op-1")
+    assert running is not None
+
+    shown = {t.id: t for t in state.tasks_to_show()}
+
+    assert shown == {submitting.id: submitting, running.id: running}

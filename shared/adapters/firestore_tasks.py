@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import pendulum
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
-from google.cloud.firestore_v1.base_query import FieldFilter, Or
+from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared.adapters.firestore_bulk import WritePacer, create_all
 from shared.app.lease import Fence
@@ -238,20 +240,27 @@ class FirestoreTasks:
         return int(result[0].value)
 
     def tasks_to_show(self) -> list[Task]:
-        """Tasks that carry an error (failed, or pending a retry) or whose export is in flight, in one query.
+        """Tasks that carry an error (failed, or pending a retry) or whose export is in flight: two single-purpose
+        queries, run at once.
 
-        Firestore runs an OR as its disjunctive normal form (documented, at most 30 branches), here three
-        single-field branches, each served by its automatic index. A `!=` branch inside an OR is accepted by the
-        emulator; that Firestore accepts it too is inferred (its documented OR limits name only not-in)."""
-        query = self._tasks.where(
-            filter=Or(
-                [
-                    FieldFilter("error", "!=", None),
-                    *(FieldFilter("state", "==", state) for state in IN_FLIGHT_STATES),
-                ]
-            )
+        Not one OR: an inequality's implicit order applies to every branch of a disjunction, so `error != null OR
+        state == running` drops every document without an `error` field (new task documents have none), in
+        Firestore as in the emulator (confirmed: the Firebase SDKs' query matcher, "for OR queries, orderBy applies
+        to all disjunction terms", firebase-android-sdk core/Query.java; measured on the emulator).
+
+        - `error != null`: the automatic single-field index; a document without `error` has none to show.
+        - in flight: `state in (submitting, running)` ordered by `submitted_at`, which every claim writes (claim,
+          claim_pack) and nothing clears, so no in-flight task is missing from it; it needs the composite index
+          (state, submitted_at) in terraform/firestore.tf. The order limits the emulator's scan to the tasks ever
+          claimed (it walks only documents that hold the order's field), not the whole queue."""
+        with_error = self._tasks.where(filter=FieldFilter("error", "!=", None))
+        in_flight = self._tasks.where(filter=FieldFilter("state", "in", list(IN_FLIGHT_STATES))).order_by(
+            "submitted_at"
         )
-        return [task_from_snapshot(s) for s in query.stream()]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            found = list(pool.map(lambda query: list(query.stream()), (with_error, in_flight)))
+        snaps = {snap.id: snap for snap in itertools.chain.from_iterable(found)}
+        return [task_from_snapshot(snap) for snap in snaps.values()]
 
     def _transition(self, task: Task, changes: dict[str, Any], fence: Fence | None = None) -> Task | None:
         """Apply `changes` if nobody else changed the task since it was read; None if somebody did.
