@@ -146,7 +146,8 @@ def test_batches_are_cut_at_the_batch_size() -> None:
 def test_a_stream_of_documents_encodes_each_exactly_as_alone() -> None:
     """The encoder re-encodes only what differs from the previous document: every write must still be the one
     `encode_create` (and so the library) makes for that document alone."""
-    base = task_to_doc(Task("shop", "p:i", "shop", "orders", LOW, LOW.add(hours=1)))
+    base = task_to_doc(Task("shop", "p:i", "shop", "orders", LOW, LOW.add(hours=1), attempts=2, error={"code": "A"}))
+    assert {"attempts", "error", "created_at"} <= base.keys()  # so that the changes below keep the same keys
     documents = [
         base,
         {**base, "table": "payments"},  # one value differs

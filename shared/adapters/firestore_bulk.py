@@ -111,30 +111,30 @@ class _Encoder:
 
     def encode(self, path: str, data: Mapping[str, Any]) -> Any:
         previous = self.previous
-        if (
-            previous is None
-            or previous[0].keys() != data.keys()
-            or any(
-                (data[k] is firestore.SERVER_TIMESTAMP) != (previous[0][k] is firestore.SERVER_TIMESTAMP) for k in data
-            )
-        ):
+        write = None if previous is None or previous[0].keys() != data.keys() else self._from(previous, path, data)
+        if write is None:
             write = encode_create(path, data, self.stamps)
-        else:
-            before, template = previous
-            write = _WRITE()
-            write.CopyFrom(template)
-            write.update.name = path
-            fields = write.update.fields
-            for key, value in data.items():
-                old = before[key]
-                if (
-                    value is not old
-                    and value is not firestore.SERVER_TIMESTAMP
-                    and (type(value) is not type(old) or value != old)
-                ):
-                    fields[key].Clear()
-                    _fill(fields[key], value, self.stamps)
         self.previous = (data, write)
+        return write
+
+    def _from(self, previous: tuple[Mapping[str, Any], Any], path: str, data: Mapping[str, Any]) -> Any:
+        """The write of `data` from a copy of the previous one, or None when a field is a server timestamp in one
+        document and a value in the other (their transforms differ: encode it whole)."""
+        before, template = previous
+        write = _WRITE()
+        write.CopyFrom(template)
+        write.update.name = path
+        fields = write.update.fields
+        stamp = firestore.SERVER_TIMESTAMP
+        for key, value in data.items():
+            old = before[key]
+            if value is old:
+                continue
+            if value is stamp or old is stamp:
+                return None
+            if type(value) is not type(old) or value != old:
+                fields[key].Clear()
+                _fill(fields[key], value, self.stamps)
         return write
 
 

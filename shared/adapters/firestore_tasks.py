@@ -31,7 +31,6 @@ from shared.core.tasks import (
     next_generation,
     rank_changes,
 )
-from shared.core.windows import ts_nodash
 
 BATCH_SIZE = 400
 """Documents per batched read (get_all) of tasks that existed when planned again."""
@@ -48,7 +47,10 @@ _DEFAULTS = {
 (`task_from_snapshot`) reads a missing field as the dataclass default, and a query on `error != null` skips a
 document without `error` as it skips one where it is null. A smaller document is fewer index entries per create
 (Firestore indexes every field) and a third less of the emulator's CPU per create (measured: the load run's 36,720
-tasks)."""
+tasks). Derived values (`kind`, `window`: the table and the window's start say them) are not stored either; the
+queue order (`order_key`) is, since the queries order by it."""
+_KEEP = object()
+"""No field's default: `_DEFAULTS.get(name, _KEEP)` is never a task's value."""
 _TIMESTAMP_FIELDS = ("low", "high", "not_before", "created_at", "submitted_at", "done_at")
 
 
@@ -58,15 +60,12 @@ def utc(value: datetime | None) -> pendulum.DateTime | None:
 
 
 def task_to_doc(task: Task, *, force_token: str | None = None) -> dict[str, Any]:
-    """The task's document, without the fields that hold their default (see `_DEFAULTS`). A shallow copy:
+    """The task's document, without the fields that still hold their default object (see `_DEFAULTS`; an identity
+    test: a value equal to the default but of another type, such as 0 for False, is written). A shallow copy:
     `dataclasses.asdict` deep-copies every window bound, a third of the planner's time on a long backfill.
     `force_token`, when given, replaces the task's own (the forcing request's token)."""
-    doc = {}
-    for name in _DOC_FIELDS:
-        value = getattr(task, name)
-        if name not in _DEFAULTS or value != _DEFAULTS[name] or type(value) is not type(_DEFAULTS[name]):
-            doc[name] = value
-    doc.update(kind=task.kind, order_key=task.order_key, window=ts_nodash(task.low))
+    doc = {name: value for name in _DOC_FIELDS if (value := getattr(task, name)) is not _DEFAULTS.get(name, _KEEP)}
+    doc["order_key"] = task.order_key
     if force_token is not None:
         doc["force_token"] = force_token
     if doc.get("created_at") is None:
