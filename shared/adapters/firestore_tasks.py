@@ -35,7 +35,6 @@ from shared.core.tasks import (
 BATCH_SIZE = 400
 """Documents per batched read (get_all) of tasks that existed when planned again."""
 _FORCE_ATTEMPTS = 5
-_DOC_FIELDS = tuple(f for f in Task.__dataclass_fields__ if f != "update_time")
 _QUERIED_WITH_EQUALITY = frozenset({"state", "finalized"})
 """Fields a query compares with `==`: a document without the field would not match, so they are always written."""
 _DEFAULTS = {
@@ -64,7 +63,8 @@ def task_to_doc(task: Task, *, force_token: str | None = None) -> dict[str, Any]
     test: a value equal to the default but of another type, such as 0 for False, is written). A shallow copy:
     `dataclasses.asdict` deep-copies every window bound, a third of the planner's time on a long backfill.
     `force_token`, when given, replaces the task's own (the forcing request's token)."""
-    doc = {name: value for name in _DOC_FIELDS if (value := getattr(task, name)) is not _DEFAULTS.get(name, _KEEP)}
+    doc = {name: value for name, value in vars(task).items() if value is not _DEFAULTS.get(name, _KEEP)}
+    doc.pop("update_time", None)  # the store's version of the document, not a field of it
     doc["order_key"] = task.order_key
     if force_token is not None:
         doc["force_token"] = force_token
