@@ -76,6 +76,10 @@ class LoadReport:
     planning_seconds: float
     planner_seconds: float
     plan_cpu_seconds: float
+    plan_emulator_cpu_seconds: float
+    """The Firestore emulator's share of plan_cpu_seconds (the rest is the planner's own)."""
+    load_average: float
+    """The machine's 1-minute load average when the run started (the neighbours' share of the wall times)."""
     document_writes: int
     document_reads: int
     redelivery_seconds: float | None
@@ -95,7 +99,8 @@ class LoadReport:
             f"planning time (one planner invocation): {self.planning_seconds:.1f} s "
             f"(limit {FUNCTION_TIMEOUT_SECONDS} s; unpaced on the emulator, in production paced to {PACE} writes/s: "
             f"about {self.tasks_expected / PACE:.0f} s); inside the planner: {self.planner_seconds:.1f} s; "
-            f"CPU (planner + Firestore emulator): {self.plan_cpu_seconds:.1f} s",
+            f"CPU (planner + Firestore emulator): {self.plan_cpu_seconds:.1f} s, of which the emulator "
+            f"{self.plan_emulator_cpu_seconds:.1f} s; load average at the start {self.load_average:.2f}",
             f"Firestore: {self.document_writes} create-only document writes, {self.document_reads} document reads",
             f"queue: {self.tasks_in_queue} tasks (expected {self.tasks_expected}), each created once",
         ]
@@ -118,6 +123,8 @@ class LoadReport:
             "plan_seconds": round(self.planning_seconds, 2),
             "planner_seconds": round(self.planner_seconds, 2),
             "plan_cpu_seconds": round(self.plan_cpu_seconds, 2),
+            "plan_emulator_cpu_seconds": round(self.plan_emulator_cpu_seconds, 2),
+            "load_average": round(self.load_average, 2),
             "status_cpu_seconds": round(self.status_cpu_seconds, 2),
             "redelivery_cpu_seconds": None
             if self.redelivery_cpu_seconds is None
@@ -198,12 +205,14 @@ def run_load(stack: Stack, workdir: Path, *, days: int = 30, tables: int = 50, r
     offset = planner_log.stat().st_size
     body = {"kind": "backfill", "start": start.isoformat(), "end": end.isoformat(), "source": "shop"}
     data = json.dumps(body).encode()
-    cpu0 = cpu_seconds(stack)
+    load_average = os.getloadavg()[0]
+    cpu0, emulator0 = cpu_seconds(stack), cpu_seconds(stack, ("firestore",))
     t0 = time.monotonic()
     message_id = driver.raw(config.ticks_topic, data)
     planned = _wait_planned(planner_log, offset, message_id, FUNCTION_TIMEOUT_SECONDS + 60)
     planning_seconds = time.monotonic() - t0
     plan_cpu = cpu_seconds(stack) - cpu0
+    plan_emulator_cpu = cpu_seconds(stack, ("firestore",)) - emulator0
     in_queue = state.client.collection(f"{config.firestore_prefix}tasks").count().get()[0][0].value
 
     redelivery_seconds = redelivery_created = redelivery_reads = redelivery_writes = redelivery_cpu = None
@@ -247,6 +256,8 @@ def run_load(stack: Stack, workdir: Path, *, days: int = 30, tables: int = 50, r
         planning_seconds=planning_seconds,
         planner_seconds=planned["seconds"],
         plan_cpu_seconds=plan_cpu,
+        plan_emulator_cpu_seconds=plan_emulator_cpu,
+        load_average=load_average,
         document_writes=planned["document_writes"],
         document_reads=planned["document_reads"],
         redelivery_seconds=redelivery_seconds,

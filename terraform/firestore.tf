@@ -30,6 +30,8 @@ locals {
     tasks_by_source_state = ["source", "state"]
     # The chain's live windows wherever they were queued (claim-time priority): window start >= the live window's.
     tasks_pending_live = ["instance", "state", "low", "order_key"]
+    # `cdc status`: tasks in flight (state in submitting, running), ordered by the time their claim wrote.
+    tasks_in_flight = ["state", "submitted_at"]
   }
 }
 

@@ -16,7 +16,7 @@ from google.cloud.firestore_v1.types import write as write_types
 from google.rpc import status_pb2
 
 from shared.adapters.firestore_bulk import RETRY_ATTEMPTS, WritePacer, _Encoder, create_all, encode_create
-from shared.adapters.firestore_tasks import task_to_doc
+from shared.adapters.firestore_tasks import task_from_snapshot, task_to_doc
 from shared.core.tasks import Task
 
 PATH = "projects/p/databases/(default)/documents/cdc_tasks/shop.20260101T000000.table.orders"
@@ -146,7 +146,8 @@ def test_batches_are_cut_at_the_batch_size() -> None:
 def test_a_stream_of_documents_encodes_each_exactly_as_alone() -> None:
     """The encoder re-encodes only what differs from the previous document: every write must still be the one
     `encode_create` (and so the library) makes for that document alone."""
-    base = task_to_doc(Task("shop", "p:i", "shop", "orders", LOW, LOW.add(hours=1)))
+    base = task_to_doc(Task("shop", "p:i", "shop", "orders", LOW, LOW.add(hours=1), attempts=2, error={"code": "A"}))
+    assert {"attempts", "error", "created_at"} <= base.keys()  # so that the changes below keep the same keys
     documents = [
         base,
         {**base, "table": "payments"},  # one value differs
@@ -162,3 +163,21 @@ def test_a_stream_of_documents_encodes_each_exactly_as_alone() -> None:
         path = f"{PATH}{number}"
         expected = encode_create(path, data).SerializeToString(deterministic=True)
         assert encoder.encode(path, data).SerializeToString(deterministic=True) == expected, number
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        Task("shop", "p:i", "shop", "orders", LOW, LOW.add(hours=1)),
+        Task("shop", "p:i", "shop", None, LOW, LOW.add(hours=1), priority=1, backfill=True, offload=True),
+        Task("shop", "p:i", "shop", "orders", LOW, LOW.add(hours=2), purpose="verify", run="m-1", attempts=0),
+    ],
+)  # fmt: skip
+def test_a_task_document_without_its_defaults_reads_back_as_the_same_task(task: Task) -> None:
+    """New documents leave out the fields at their default; the reader must fill exactly those back in."""
+    doc = task_to_doc(task)
+    assert doc.pop("created_at") is firestore.SERVER_TIMESTAMP
+    snapshot = SimpleNamespace(to_dict=lambda: doc, update_time=None)
+    assert task_from_snapshot(snapshot) == task
+    assert {"state", "finalized", "order_key"} <= doc.keys()  # compared with == or ordered on by the queries
+    assert {"attempts", "generation", "error", "not_before", "uri"}.isdisjoint(doc)

@@ -96,3 +96,47 @@ def test_a_live_plan_reads_only_the_tasks_that_existed_and_promotes_them(clean_s
     assert (result.created, result.existing) == (1, 2)
     assert sorted(spy.read_ids) == sorted(t.id for t in live[:2])  # the created one is not read
     assert {(t.priority, t.backfill) for t in state.all_tasks()} == {(LIVE_PRIORITY, False)}
+
+
+def test_a_new_task_document_leaves_out_its_default_fields_and_reads_back_whole(clean_stack: Any) -> None:
+    """Planning writes only what differs from a task's defaults (a smaller document costs fewer index entries); the
+    reader fills the rest in, the transitions add fields as they go, and the queries find the same tasks."""
+    state, _ = _store("slim_")
+    live, schema = _tasks(1, ("orders", None), priority=LIVE_PRIORITY)
+    state.create_tasks([live, schema])
+
+    stored = state._tasks.document(live.id).get().to_dict()
+    left_out = {"attempts", "generation", "error", "uri", "not_before", "backfill", "priority", "kind", "window"}
+    assert left_out.isdisjoint(stored)
+    assert (stored["state"], stored["finalized"], stored["order_key"]) == ("pending", False, live.order_key)
+    assert state._tasks.document(schema.id).get().to_dict()["table"] is None  # a required field, kept
+    read = state.get_task(live.id)
+    assert read is not None and (read.attempts, read.generation, read.error, read.priority) == (0, 1, None, 0)
+    assert read.created_at is not None  # the server's time of the create
+    assert state.tasks_to_show() == []  # no `error` field: not a task with an error
+
+    claimed = state.claim(read, uri="gs://b/o.csv", generation=1, now=LOW)
+    assert claimed is not None
+    retry = state.mark_retry(claimed, error={"code": "X", "message": "boom"}, not_before=LOW, generation=2)
+    assert retry is not None and state.get_task(live.id) == retry
+    assert [t.id for t in state.tasks_to_show()] == [live.id]
+    assert [t.id for t in state.next_pending(INSTANCE)] == [schema.id, live.id]
+
+
+def test_status_finds_tasks_in_flight_that_never_carried_an_error(clean_stack: Any) -> None:
+    """Defect (with the one OR query it replaces): `error != null OR state in flight` is ordered by `error` in every
+    branch, so an in-flight task whose document has no `error` field (every new task's) was not shown."""
+    state, _ = _store("flight_")
+    tasks = _tasks(2, ("orders",), priority=LIVE_PRIORITY)
+    state.create_tasks(tasks)
+    first, second = (state.get_task(t.id) for t in tasks)
+    assert first is not None and second is not None
+    submitting = state.claim(first, uri="gs://b/a.csv", generation=1, now=LOW)
+    claimed = state.claim(second, uri="gs://b/b.csv", generation=1, now=LOW)
+    assert submitting is not None and claimed is not None
+    running = state.mark_running(claimed, "op-1")
+    assert running is not None
+
+    shown = {t.id: t for t in state.tasks_to_show()}
+
+    assert shown == {submitting.id: submitting, running.id: running}

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pendulum
 
 from bench.costsim import CountingState
-from shared.core.tasks import BACKFILL_PRIORITY, window_tasks
+from shared.core.config import parse_config
+from shared.core.tasks import BACKFILL_PRIORITY, Task, window_tasks
 from shared.core.windows import Window
 from shared.ops import status
 from shared.testing.memory_state import InMemoryState
+from tests.test_chain import config_doc
 from tests.test_ops_seam import CONFIG, HOUR, SOURCE, T0, finish
 
 WINDOWS = 600  # x (schema + 2 tables) = 1,800 tasks: more than status counts per table
@@ -59,3 +63,33 @@ def test_a_short_queue_is_still_counted_per_table() -> None:
     source = status.collect_status(CONFIG, inner, clock=pendulum.now("UTC")).sources[0]
     assert {row.table: row.pending for row in source.tables} == {"(schema)": 3, **dict.fromkeys(SOURCE.table_names, 3)}
     assert source.pending == 3 * (len(SOURCE.table_names) + 1)
+
+
+def test_sources_on_one_instance_read_its_next_task_once() -> None:
+    """The next task is the instance's (its chain's queue), so sources that share an instance share that query:
+    on a long queue each one is the price of a walk over every pending task."""
+    doc = config_doc()
+    second = {**doc["sources"][0], "name": "shop_eu", "database": "shop_eu", "tables": [{"name": "refunds"}]}
+    config = parse_config({**doc, "sources": [doc["sources"][0], second]})
+    inner = InMemoryState()
+    windows = [Window(T0 + HOUR * i, T0 + HOUR * (i + 1)) for i in range(2)]
+    for source in config.sources:
+        inner.create_tasks(window_tasks(source, windows, priority=BACKFILL_PRIORITY, offload=False))
+    calls: list[str] = []
+
+    class Spy:
+        """The store, recording which instances' next task is asked for."""
+
+        def next_pending(self, instance: str, limit: int = 10) -> list[Task]:
+            calls.append(instance)
+            return inner.next_pending(instance, limit)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(inner, name)
+
+    result = status.collect_status(config, Spy(), clock=T0 + HOUR * 3)  # type: ignore[arg-type]
+
+    assert calls == [config.sources[0].instance]
+    expected = inner.next_pending(config.sources[0].instance, limit=1)[0].id
+    assert [s.next_task.task for s in result.sources if s.next_task] == [expected, expected]
+    assert [s.pending for s in result.sources] == [2 * (len(SOURCE.table_names) + 1), 2 * 2]

@@ -20,7 +20,13 @@ on); anything else is raised.
 
 Writes are paced to `writes_per_second`: Firestore limits a collection whose documents carry sequential indexed
 values (task windows, order keys) to 500 writes per second (documented, "Sharded timestamps"), so that is the
-production default; the emulator has no such limit (the load run turns pacing off).
+production default. It is also the starting rate of the "500-50-5 rule" for traffic to a new collection (start at
+500 operations per second, then at most 50 % more every 5 minutes; documented in Firestore's best practices, and its
+error-codes page names traffic beyond it as a cause of ABORTED): a fixed 500 per second is within the rule from the
+first request, the first backfill into an empty `tasks` collection included, and never needs the ramp. Raising
+`writes_per_second` is only safe with the sequential fields exempted from indexing, which the queries need. The
+emulator has no such limit (the load run turns pacing off). Fewer fields per document is cheaper as well: "index
+fan-out" is named the main cause of write latency (best practices), hence the task documents' left-out defaults.
 """
 
 from __future__ import annotations
@@ -111,30 +117,30 @@ class _Encoder:
 
     def encode(self, path: str, data: Mapping[str, Any]) -> Any:
         previous = self.previous
-        if (
-            previous is None
-            or previous[0].keys() != data.keys()
-            or any(
-                (data[k] is firestore.SERVER_TIMESTAMP) != (previous[0][k] is firestore.SERVER_TIMESTAMP) for k in data
-            )
-        ):
+        write = None if previous is None or previous[0].keys() != data.keys() else self._from(previous, path, data)
+        if write is None:
             write = encode_create(path, data, self.stamps)
-        else:
-            before, template = previous
-            write = _WRITE()
-            write.CopyFrom(template)
-            write.update.name = path
-            fields = write.update.fields
-            for key, value in data.items():
-                old = before[key]
-                if (
-                    value is not old
-                    and value is not firestore.SERVER_TIMESTAMP
-                    and (type(value) is not type(old) or value != old)
-                ):
-                    fields[key].Clear()
-                    _fill(fields[key], value, self.stamps)
         self.previous = (data, write)
+        return write
+
+    def _from(self, previous: tuple[Mapping[str, Any], Any], path: str, data: Mapping[str, Any]) -> Any:
+        """The write of `data` from a copy of the previous one, or None when a field is a server timestamp in one
+        document and a value in the other (their transforms differ: encode it whole)."""
+        before, template = previous
+        write = _WRITE()
+        write.CopyFrom(template)
+        write.update.name = path
+        fields = write.update.fields
+        stamp = firestore.SERVER_TIMESTAMP
+        for key, value in data.items():
+            old = before[key]
+            if value is old:
+                continue
+            if value is stamp or old is stamp:
+                return None
+            if type(value) is not type(old) or value != old:
+                fields[key].Clear()
+                _fill(fields[key], value, self.stamps)
         return write
 
 

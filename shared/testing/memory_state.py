@@ -135,8 +135,13 @@ class InMemoryState:
         return len(self._select(source=source, state=state))
 
     def tasks_to_show(self) -> list[Task]:
+        """As Firestore's queries: an in-flight task is found by its claim's `submitted_at` (every claim writes it)."""
         with self._lock:
-            return [replace(t) for t in self.tasks.values() if t.error is not None or t.state in IN_FLIGHT_STATES]
+            return [
+                replace(t)
+                for t in self.tasks.values()
+                if t.error is not None or (t.state in IN_FLIGHT_STATES and t.submitted_at is not None)
+            ]
 
     # ---- tasks: transitions -----------------------------------------------------------------------
 
