@@ -106,6 +106,11 @@ class PollPlan:
             return self.settings.poll_initial_seconds
         return max(MIN_INTERVAL_SECONDS, (self.forecast.high - self.forecast.low) / max(1, self.calls))
 
+    def opens_by(self, age: float) -> bool:
+        """Whether the export may end by `age`: its forecast window has opened (always, without a forecast). The
+        chain claims the next task from then on, so that only its export call is left for the moment it ends."""
+        return self.forecast is None or age + _EPSILON >= self.forecast.low
+
     def delay(self, age: float, *, first: bool = False) -> float:
         """Seconds to wait before the next poll of an export accepted `age` seconds ago. `first`: nothing was read
         yet; an export that may already be over (a resumed one) is read at once."""
