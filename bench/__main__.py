@@ -113,9 +113,8 @@ def _breakdown(pipeline: PipelineRun) -> None:
         return f"{_ms(percentile(samples, 0.5)).strip()} / {_ms(percentile(samples, 0.95)).strip()}"
 
     print(
-        f"  pipeline dead time, median / p95 ms: detect (endTime -> claim starts) {pair(pipeline.detect)}, of which"
-        f" DONE seen (endTime -> the operations.get's answer) {pair(pipeline.seen)};"
-        f" submit (claim + export call -> insertTime) {pair(pipeline.submit)}"
+        f"  pipeline dead time, median / p95 ms: DONE seen (endTime -> the answer of the operations.get that saw it)"
+        f" {pair(pipeline.seen)}; then the next export (that answer -> its insertTime) {pair(pipeline.act)}"
     )
 
 
