@@ -135,11 +135,12 @@ class Chain:
             # Without a forecast, polls leave half the bucket to the dense polls of forecast windows.
             keep = self.budget.capacity / 2 if plan.forecast is None else 0.0
             wait = max(plan.delay(age, first=polls == 0), self.budget.wait_seconds(keep=keep))
-            if not ahead and prepared is not None and plan.opens_by(age + wait):
+            if not ahead and plan.opens_by(age + wait):
                 ahead = True
-                self._claimed = self._claim_ahead(prepared)
-                prepared = None if self._claimed is not None else prepared
-                continue  # the claim took a round trip: the wait is counted again
+                if prepared is not None:
+                    self._claimed = self._claim_ahead(prepared)
+                    prepared = None if self._claimed is not None else prepared
+                    continue  # the claim took a round trip: the wait is counted again
             self.lease.pause(min(wait, max(0.0, self.remaining())))
             operation, polls = self.read_operation(task) or operation, polls + 1
             hooks.reached("mid_poll")
@@ -155,7 +156,9 @@ class Chain:
                 limit = self._stuck_limit(task) if limit is None else limit
                 if age > limit:
                     self._cancel_stuck(task, operation, limit, age)
-            if prepared is None:
+            if prepared is None and not ahead:
+                # Until the forecast window opens (a successor is claimed then); inside it, a poll waits for nothing
+                # else: the queue is read again at DONE if nothing was claimed.
                 prepared = self.prepare_next()
         return None
 
