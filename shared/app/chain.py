@@ -298,19 +298,26 @@ class Chain:
                 packs.retry_members(self, task, vanished=True)
             else:
                 self.retry_vanished(task)
-            return self._send_claimed()
+            return self._successor(None) if start_successor else None
         if operation.failed:
             error = {"code": operation.error_code, "message": operation.error_message}
             if task.pack_uri:  # every window retried, each on its own next time
                 for member in packs.members_of(self, task):
                     failure = packs.failure_error(task, operation)
                     self._record_failure(member, failure, new_generation=operation.name in self._cancelled)
-                return self._send_claimed()
-            self._record_failure(task, error, new_generation=operation.name in self._cancelled)
-            return self._send_claimed()
-        # Owed until the successor's export went out; paid earlier if that submit has to wait (busy, refused).
+            else:
+                self._record_failure(task, error, new_generation=operation.name in self._cancelled)
+            return self._successor(None) if start_successor else None
+        # Owed until the successor's export went out; paid earlier if that submit has to wait (busy, refused), or
+        # fails. With the lease lost it stays owed: the new holder's recovery finds the export DONE and records it.
         self._owed = lambda: self._record_done(task)
-        successor = self._successor(prepared) if start_successor else None
+        try:
+            successor = self._successor(prepared) if start_successor else None
+        except LeaseLost:
+            raise
+        except Exception:
+            self._pay_owed()
+            raise
         hooks.reached("after_successor")
         self._pay_owed()
         return successor
