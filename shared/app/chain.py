@@ -87,7 +87,10 @@ class Chain:
         """The bookkeeping of the export that just ended, owed until its successor's export went out."""
         self._accepted: dict[str, Operation] = {}
         """The API's answer to each export this invocation submitted, by task id: its insertTime dates the export
-        from its first poll on (a task claimed ahead was claimed well before its export was accepted)."""
+        from its first poll on (a task claimed ahead was claimed well before its export was accepted). Confirmed from
+        the Admin API reference: instances.export answers with an Operation resource, whose insertTime is when it
+        was enqueued; that the answer always carries it is inferred (the reference says only the fields relevant to
+        the operation are set), so without it the claim time stands in, as before."""
         self.stats = ChainStats()
 
     def remaining(self) -> float:
