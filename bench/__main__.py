@@ -42,7 +42,7 @@ from bench.seed import seed
 from local.driver import Driver
 from local.ports import port_free, wait_ports_free
 from local.stack import REPO, Stack, StackError, StackInfo
-from shared.core.config import parse_config
+from shared.core.config import Config, parse_config
 from shared.core.templates import Templates
 
 STATE_DIR = REPO / ".stack-bench"
@@ -53,6 +53,23 @@ TARGET_UTILISATION = 0.9
 TARGET_BASELINE_RATIO = 1.5  # 2 s case: pipeline dead time over the direct-client loop's
 TARGET_REALISTIC_DEAD = 0.3
 TARGET_REALISTIC_CALLS = 10
+PARTS = ("s1", "s2", "packing", "s3", "s4", "curve", "cost")
+"""What `--only` may choose: the scenarios (s3 is the realistic case, s4 the multi-instance one), the packing
+benchmark, the polling curve and the cost model. The default runs them all."""
+ALIASES = {"realistic": "s3", "multi": "s4"}
+
+
+def parts(text: str | None) -> frozenset[str]:
+    """The parts named by `--only` (comma separated); every part when None."""
+    if text is None:
+        return frozenset(PARTS)
+    chosen = {ALIASES.get(name.strip(), name.strip()) for name in text.split(",") if name.strip()}
+    unknown = sorted(chosen - set(PARTS))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"--only {text!r}: unknown part(s) {unknown}; choose among {', '.join(PARTS)} (or realistic, multi)"
+        )
+    return frozenset(chosen)
 
 
 def _ms(seconds: float) -> str:
@@ -96,9 +113,8 @@ def _breakdown(pipeline: PipelineRun) -> None:
         return f"{_ms(percentile(samples, 0.5)).strip()} / {_ms(percentile(samples, 0.95)).strip()}"
 
     print(
-        f"  pipeline dead time, median / p95 ms: detect (endTime -> claim starts) {pair(pipeline.detect)}, of which"
-        f" DONE seen (endTime -> the operations.get's answer) {pair(pipeline.seen)};"
-        f" submit (claim + export call -> insertTime) {pair(pipeline.submit)}"
+        f"  pipeline dead time, median / p95 ms: DONE seen (endTime -> the answer of the operations.get that saw it)"
+        f" {pair(pipeline.seen)}; then the next export (that answer -> its insertTime) {pair(pipeline.act)}"
     )
 
 
@@ -138,6 +154,65 @@ def _stats(samples: Sequence[float]) -> str:
     return f"{_ms(percentile(samples, 0.5))} {_ms(percentile(samples, 0.95))} {len(samples):>5}"
 
 
+def _scenario_figures(key: str, pipeline: PipelineRun, base_figs: ChainFigures) -> dict[str, Any]:
+    """The BENCH line's figures of s1 (and its verdict) or s2."""
+    p = pipeline.figures
+    if key == "s2":
+        return {
+            "s2_dead_median_ms": round(p.dead_median * 1000, 1),
+            "s2_baseline_dead_median_ms": round(base_figs.dead_median * 1000, 1),
+            "s2_calls_per_export": round(_mean(pipeline.calls_per_export), 2),
+        }
+    ratio = p.dead_median / base_figs.dead_median
+    _verdict(
+        "the 2 s case",
+        ratio <= TARGET_BASELINE_RATIO and p.utilisation > TARGET_UTILISATION,
+        f"median dead time {p.dead_median * 1000:.0f} ms = {ratio:.2f} x the direct-client loop's "
+        f"{base_figs.dead_median * 1000:.0f} ms (<= {TARGET_BASELINE_RATIO}), utilisation {p.utilisation:.3f} "
+        f"(> {TARGET_UTILISATION})",
+    )
+    return {
+        "dead_median_ms": round(p.dead_median * 1000, 1),
+        "baseline_dead_median_ms": round(base_figs.dead_median * 1000, 1),
+        "utilisation": round(p.utilisation, 3),
+        "s1_calls_per_export": round(_mean(pipeline.calls_per_export), 2),
+    }
+
+
+def _realistic_figures(realistic: PipelineRun) -> dict[str, Any]:
+    """The BENCH line's figures of the realistic case, and its verdict."""
+    real, real_calls = realistic.figures, realistic.calls_per_export
+    warm = _mean(real_calls[1:])
+    _verdict(
+        "the realistic case",
+        real.dead_median <= TARGET_REALISTIC_DEAD and warm <= TARGET_REALISTIC_CALLS,
+        f"median dead time {real.dead_median * 1000:.0f} ms (<= {TARGET_REALISTIC_DEAD * 1000:.0f}), "
+        f"{warm:.1f} Admin API calls per export with history (<= {TARGET_REALISTIC_CALLS}; "
+        f"{_mean(real_calls):.1f} counting the first, which has none)",
+    )
+    return {
+        "realistic_dead_median_ms": round(real.dead_median * 1000, 1),
+        "realistic_dead_p95_ms": round(real.dead_p95 * 1000, 1),
+        "calls_per_export": round(warm, 2),
+        "calls_per_export_all": round(_mean(real_calls), 2),
+        "calls_per_export_first": real_calls[0] if real_calls else None,
+    }
+
+
+def _round_trips(results: list[tuple[Scenario, PipelineRun, BaselineRun, ChainFigures]], config: Config,
+                 driver: Driver) -> None:  # fmt: skip
+    print("\n== round trips on the critical path (in-process, ms: median p95 samples)")
+    polls = [s for _, _, b, _ in results for s in b.poll_seconds]
+    submits = [s for _, _, b, _ in results for s in b.submit_seconds]
+    print(f"  {'baseline operations.get':<52} {_stats(polls)}")
+    print(f"  {'baseline instances.export':<52} {_stats(submits)}")
+    last_op = results[-1][2].operation_names[-1]
+    for name, samples in keepalive_probe(config.sqladmin_endpoint, PROJECT, last_op).items():
+        print(f"  {'operations.get, ' + name:<52} {_stats(samples)}")
+    for name, samples in firestore_round_trips(driver.clients).items():
+        print(f"  {'firestore ' + name:<52} {_stats(samples)}")
+
+
 def _up(stack: Stack) -> StackInfo:
     """Start the stack once its ports are free. The base lies inside Linux's ephemeral range (32768-60999):
     another process's short-lived client connections can hold one of its ports in TIME_WAIT for up to 60 s."""
@@ -165,7 +240,14 @@ def main(argv: list[str] | None = None) -> int:
         default=Path(os.environ.get("CDC_BENCH_STACK_DIR", STATE_DIR)),
         help=f"state folder of the bench stack (env CDC_BENCH_STACK_DIR; default {STATE_DIR})",
     )
+    parser.add_argument(
+        "--only",
+        type=parts,
+        default=None,
+        help=f"run only these parts, comma separated ({', '.join(PARTS)}; realistic = s3, multi = s4); default all",
+    )
     args = parser.parse_args(argv)
+    only: frozenset[str] = args.only or frozenset(PARTS)
     began = time.monotonic()
     found: dict[str, Any] = {}
 
@@ -194,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
 
         results = []
         for scenario in SCENARIOS:
+            if scenario.key not in only:
+                continue
             timeout = 30 + scenario.exports * (scenario.seconds + 1.0)
             pipeline = run_scenario(driver, emulator, scenario, timeout)
             since = time.time()
@@ -201,66 +285,31 @@ def main(argv: list[str] | None = None) -> int:
             base_figs = chain_figures(emulator.operations(BASELINE_INSTANCE, since))
             report(scenario, pipeline, baseline, base_figs)
             results.append((scenario, pipeline, baseline, base_figs))
+            found.update(_scenario_figures(scenario.key, pipeline, base_figs))
 
-        print("\n== round trips on the critical path (in-process, ms: median p95 samples)")
-        polls = [s for _, _, b, _ in results for s in b.poll_seconds]
-        submits = [s for _, _, b, _ in results for s in b.submit_seconds]
-        print(f"  {'baseline operations.get':<52} {_stats(polls)}")
-        print(f"  {'baseline instances.export':<52} {_stats(submits)}")
-        last_op = results[-1][2].operation_names[-1]
-        for name, samples in keepalive_probe(config.sqladmin_endpoint, PROJECT, last_op).items():
-            print(f"  {'operations.get, ' + name:<52} {_stats(samples)}")
-        for name, samples in firestore_round_trips(driver.clients).items():
-            print(f"  {'firestore ' + name:<52} {_stats(samples)}")
-
-        found.update(packing.run(stack))
-
-        realistic = run_scenario(driver, emulator, REALISTIC, 60 + REALISTIC.exports * (REALISTIC.seconds * 1.1 + 2))
-        report_realistic(REALISTIC, realistic)
-        multi = run_multi(driver, emulator, timeout=300)
-        report_multi(multi)
-
-        s1, s1_base = results[0][1].figures, results[0][3]
-        real, real_calls = realistic.figures, realistic.calls_per_export
-        found.update(
-            dead_median_ms=round(s1.dead_median * 1000, 1),
-            baseline_dead_median_ms=round(s1_base.dead_median * 1000, 1),
-            utilisation=round(s1.utilisation, 3),
-            s1_calls_per_export=round(_mean(results[0][1].calls_per_export), 2),
-            s2_dead_median_ms=round(results[1][1].figures.dead_median * 1000, 1),
-            s2_baseline_dead_median_ms=round(results[1][3].dead_median * 1000, 1),
-            s2_calls_per_export=round(_mean(results[1][1].calls_per_export), 2),
-            realistic_dead_median_ms=round(real.dead_median * 1000, 1),
-            realistic_dead_p95_ms=round(real.dead_p95 * 1000, 1),
-            calls_per_export=round(_mean(real_calls[1:]), 2),
-            calls_per_export_all=round(_mean(real_calls), 2),
-            calls_per_export_first=real_calls[0] if real_calls else None,
-            calls_per_minute_peak=multi.calls_per_minute_peak,
-            multi_http_429=multi.http_429,
-            multi_calls_per_export=round(multi.calls_per_export, 2),
-            multi_dead_median_ms=round(multi.dead_median_ms, 1),
-        )
-        ratio = s1.dead_median / s1_base.dead_median
-        _verdict(
-            "the 2 s case",
-            ratio <= TARGET_BASELINE_RATIO and s1.utilisation > TARGET_UTILISATION,
-            f"median dead time {s1.dead_median * 1000:.0f} ms = {ratio:.2f} x the direct-client loop's "
-            f"{s1_base.dead_median * 1000:.0f} ms (<= {TARGET_BASELINE_RATIO}), utilisation {s1.utilisation:.3f} "
-            f"(> {TARGET_UTILISATION})",
-        )
-        warm = _mean(real_calls[1:])
-        _verdict(
-            "the realistic case",
-            real.dead_median <= TARGET_REALISTIC_DEAD and warm <= TARGET_REALISTIC_CALLS,
-            f"median dead time {real.dead_median * 1000:.0f} ms (<= {TARGET_REALISTIC_DEAD * 1000:.0f}), "
-            f"{warm:.1f} Admin API calls per export with history (<= {TARGET_REALISTIC_CALLS}; "
-            f"{_mean(real_calls):.1f} counting the first, which has none)",
-        )
-        _verdict(
-            "the multi-instance case",
-            multi.calls_per_minute_peak <= QUOTA_PER_MINUTE and multi.http_429 == 0,
-            f"busiest minute {multi.calls_per_minute_peak} calls (<= {QUOTA_PER_MINUTE}), {multi.http_429} x 429",
-        )
+        if results:
+            _round_trips(results, config, driver)
+        if "packing" in only:
+            found.update(packing.run(stack))
+        if "s3" in only:
+            timeout = 60 + REALISTIC.exports * (REALISTIC.seconds * 1.1 + 2)
+            realistic = run_scenario(driver, emulator, REALISTIC, timeout)
+            report_realistic(REALISTIC, realistic)
+            found.update(_realistic_figures(realistic))
+        if "s4" in only:
+            multi = run_multi(driver, emulator, timeout=300)
+            report_multi(multi)
+            found.update(
+                calls_per_minute_peak=multi.calls_per_minute_peak,
+                multi_http_429=multi.http_429,
+                multi_calls_per_export=round(multi.calls_per_export, 2),
+                multi_dead_median_ms=round(multi.dead_median_ms, 1),
+            )
+            _verdict(
+                "the multi-instance case",
+                multi.calls_per_minute_peak <= QUOTA_PER_MINUTE and multi.http_429 == 0,
+                f"busiest minute {multi.calls_per_minute_peak} calls (<= {QUOTA_PER_MINUTE}), {multi.http_429} x 429",
+            )
     except Exception as exc:
         traceback.print_exc()
         print(f"\nbench failed: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -269,11 +318,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             stack.down()
             print(f"\n== bench stack stopped; total {time.monotonic() - began:.1f} s")
-    points = polling_curve.curve(seconds=20.0, jitter=0.05, windows=4, tables=4)
-    polling_curve.report(points, 20.0, 0.05)
-    found["curve"] = {p.label: [round(p.calls_per_export_warm, 1), round(p.dead_median_ms)] for p in points}
-    print("\n== cost model (python -m bench.cost): a simulated day of each reference deployment, priced")
-    found.update(cost.run())
+    if "curve" in only:
+        points = polling_curve.curve(seconds=20.0, jitter=0.05, windows=4, tables=4)
+        polling_curve.report(points, 20.0, 0.05)
+        found["curve"] = {p.label: [round(p.calls_per_export_warm, 1), round(p.dead_median_ms)] for p in points}
+    if "cost" in only:
+        print("\n== cost model (python -m bench.cost): a simulated day of each reference deployment, priced")
+        found.update(cost.run())
     print("BENCH " + json.dumps(found, sort_keys=True))
     return 0
 

@@ -1,14 +1,14 @@
 """One scenario through the whole pipeline, and where its dead time goes.
 
-Each gap between two exports splits into two parts, read from the tasks' own timestamps (the worker records
-`submitted_at` just before its Firestore claim):
+Each gap between two exports splits into two parts, read from the emulator's own clock (its operations' times and
+its call log), so that nothing depends on what the worker records:
 
-- detect: previous export's endTime -> next task's `submitted_at`, itself in two: `seen`, endTime -> the answer
-  of the `operations.get` that saw DONE (the emulator's call log): the poll still to come when the export ended,
-  and the call; then DONE seen -> the claim: re-choosing the next task when the prefetched one cannot be used
-  (none prefetched, or not a live one: the worker re-queries in case a live one arrived);
-- submit: `submitted_at` -> next export's insertTime: the claim (a Firestore write with a precondition) and
-  the `instances.export` call up to the emulator accepting it.
+- seen: previous export's endTime -> the answer of the `operations.get` that saw it DONE: the poll still to come
+  when the export ended (the polling's detection lag), and the call;
+- act: that answer -> the next export's insertTime: what the worker does between seeing DONE and its next export
+  being accepted. With the successor claimed while the export ran, the export call alone; plus a re-read of the
+  queue when the successor is not a live window (a better-ranked task may have been queued), or a claim when
+  nothing was claimed ahead.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import requests
 from bench.metrics import ChainFigures, calls_by_export, chain_figures, timestamp
 from bench.scenarios import SETTLE_SECONDS, Scenario
 from local.driver import Driver
-from shared.core.tasks import Task
 
 
 class Emulator:
@@ -68,9 +67,8 @@ class PipelineRun:
     wall_seconds: float  # trigger published -> last export's endTime
     first_export_seconds: float  # trigger published -> first export's insertTime (planner + Pub/Sub)
     idle_seconds: float  # trigger published -> chain idle (bookkeeping of the last export included)
-    detect: tuple[float, ...]
-    submit: tuple[float, ...]
     seen: tuple[float, ...]  # endTime -> the answer of the operations.get that saw DONE
+    act: tuple[float, ...]  # that answer -> the next export's insertTime
     calls_per_export: tuple[int, ...]  # every Admin API call about the scenario's instance, by export, in order
 
 
@@ -91,41 +89,30 @@ def run_scenario(driver: Driver, emulator: Emulator, scenario: Scenario, timeout
     if failed:
         raise RuntimeError(f"{scenario.key}: {len(failed)} export(s) failed, e.g. {failed[0]['error']}")
     figures = chain_figures(ops)
-    tasks = {t.operation: t for t in driver.clients.state.all_tasks() if t.operation}
-    detect, submit = _breakdown(ops, tasks)
     calls = [c for c in emulator.calls(began) if c["instance"] == scenario.instance]
-    seen = _seen(ops, calls)
+    seen, act = breakdown(ops, calls)
     return PipelineRun(
         figures,
         figures.last_end - began,
         figures.first_insert - began,
         idle,
-        detect,
-        submit,
         seen,
+        act,
         tuple(calls_by_export(calls)),
     )
 
 
-def _seen(ops: list[dict[str, Any]], calls: list[dict[str, Any]]) -> tuple[float, ...]:
-    """For each export but the last: its endTime -> the last answered operations.get about it (the one that saw
-    DONE)."""
+def breakdown(ops: list[dict[str, Any]], calls: list[dict[str, Any]]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """For each gap between two exports (in insertion order): endTime -> the answer of the last operations.get
+    about the earlier one (the one that saw it DONE), and that answer -> the next one's insertTime. A gap whose
+    DONE was not seen by a poll (a listing saw it) is left out."""
     last_get: dict[str, float] = {}
     for call in calls:
         if call["verb"] == "get" and call["status"] == 200 and call["operation"]:
             last_get[call["operation"]] = max(call["at"], last_get.get(call["operation"], 0.0))
-    ordered = sorted(ops, key=lambda op: timestamp(op["insertTime"]))[:-1]
-    return tuple(last_get[op["name"]] - timestamp(op["endTime"]) for op in ordered if op["name"] in last_get)
-
-
-def _breakdown(ops: list[dict[str, Any]], tasks: dict[str, Task]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    ordered = sorted(ops, key=lambda op: timestamp(op["insertTime"]))
-    detect, submit = [], []
-    for prev, nxt in itertools.pairwise(ordered):
-        task = tasks.get(nxt["name"])
-        if task is None or task.submitted_at is None:
-            raise RuntimeError(f"no task records operation {nxt['name']}")
-        submitted = task.submitted_at.timestamp()
-        detect.append(submitted - timestamp(prev["endTime"]))
-        submit.append(timestamp(nxt["insertTime"]) - submitted)
-    return tuple(detect), tuple(submit)
+    seen, act = [], []
+    for prev, nxt in itertools.pairwise(sorted(ops, key=lambda op: timestamp(op["insertTime"]))):
+        if (answered := last_get.get(prev["name"])) is not None:
+            seen.append(answered - timestamp(prev["endTime"]))
+            act.append(timestamp(nxt["insertTime"]) - answered)
+    return tuple(seen), tuple(act)

@@ -40,7 +40,8 @@ SETTINGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("forecast, 2 calls", {"poll_window_calls": 2}),
     ("forecast, 4 calls", {"poll_window_calls": 4}),
     ("forecast, 6 calls", {"poll_window_calls": 6}),
-    ("forecast, 8 calls (default)", {"poll_window_calls": 8}),
+    ("forecast, 8 calls", {"poll_window_calls": 8}),
+    ("forecast, 10 calls (default)", {"poll_window_calls": 10}),
     ("forecast, 12 calls", {"poll_window_calls": 12}),
 )
 

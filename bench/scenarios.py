@@ -46,7 +46,7 @@ WORKER = {
     "poll_fraction": 0.05,
     "retry_base_seconds": 5,
     "retry_max_seconds": 300,
-    "poll_window_calls": 8,
+    "poll_window_calls": 10,
     "poll_spread": 0.05,
     "poll_sparse_seconds": 60,
     "api_calls_per_minute": 150,

@@ -31,3 +31,23 @@ def test_each_export_owns_its_calls_up_to_the_next_accepted_export() -> None:
 def test_the_busiest_minute_is_the_most_calls_in_any_60_seconds() -> None:
     assert busiest_minute([]) == 0
     assert busiest_minute([0, 10, 59.9, 60, 61, 130]) == 4  # 10, 59.9, 60, 61 (0 and 60 are 60 s apart)
+
+
+def test_breakdown_splits_each_gap_at_the_poll_that_saw_done() -> None:
+    from bench.pipeline import breakdown
+
+    ops = [
+        {"name": "a", "insertTime": "2026-01-01T00:00:00.000Z", "endTime": "2026-01-01T00:00:02.000Z"},
+        {"name": "b", "insertTime": "2026-01-01T00:00:02.100Z", "endTime": "2026-01-01T00:00:04.000Z"},
+        {"name": "c", "insertTime": "2026-01-01T00:00:04.300Z", "endTime": "2026-01-01T00:00:06.000Z"},
+    ]
+    t0 = 1767225600.0  # 2026-01-01T00:00:00Z
+    calls = [
+        {"verb": "get", "status": 200, "operation": "a", "at": t0 + 1.9},
+        {"verb": "get", "status": 200, "operation": "a", "at": t0 + 2.06},
+        {"verb": "get", "status": 503, "operation": "b", "at": t0 + 4.1},
+        {"verb": "list", "status": 200, "operation": None, "at": t0 + 4.2},
+    ]
+    seen, act = breakdown(ops, calls)
+    assert [round(x, 3) for x in seen] == [0.06]  # b's DONE was seen by a listing only: left out
+    assert [round(x, 3) for x in act] == [0.04]

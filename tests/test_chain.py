@@ -188,7 +188,9 @@ def test_a_lease_lost_mid_poll_stops_the_chain_before_it_touches_anything() -> N
     hooks.install(steal)
     assert run_work(svc.work(INSTANCE), svc, TEMPLATES) is None  # LeaseLost is logged, not raised
     tasks = svc.state.all_tasks()
-    assert [t.state for t in tasks if t.state != "pending"] == ["running"]
+    # The export in flight, and its successor claimed ahead (before the lease was lost), never sent: the new
+    # holder's recovery puts it back in the queue.
+    assert sorted(t.state for t in tasks if t.state != "pending") == ["running", "submitting"]
     assert len(svc.sqladmin.exported) == 1  # nothing more was submitted after the lease was gone
     assert svc.state.get_lease(INSTANCE).holder == "thief/1"  # and the thief's lease was not released
     assert svc.bus.published == []
@@ -241,6 +243,8 @@ def test_a_live_task_queued_mid_poll_goes_before_the_prefetched_backfill() -> No
     live_at = [i for i, uri in enumerate(exported) if "20260101T000000" in uri]
     assert queued and live_at == [1, 2, 3]  # right after the export that was running, before other backfill
     assert {t.state for t in svc.state.all_tasks()} == {"done"}
+    # The backfill task claimed ahead while the first export ran gave way, its attempt given back.
+    assert {t.attempts for t in svc.state.all_tasks()} == {1}
 
 
 def test_a_task_that_cannot_render_fails_alone_and_the_chain_goes_on() -> None:
@@ -368,3 +372,71 @@ def test_a_backfill_ahead_of_the_planner_never_moves_a_watermark_back() -> None:
         assert svc.state.get_watermark("shop", table) == T0 + HOUR * 4
     forced = [t for t in svc.state.all_tasks() if t.generation == 2]
     assert len(forced) == 3 * 3 and {t.state for t in forced} == {"done"}
+
+
+def test_a_crash_after_the_successor_went_out_recovers_both_without_waiting_behind_it() -> None:
+    """The chain submits the next export the moment the current one is DONE, and records the finished one after.
+    Killed in between, the redelivery finds two exports: the finished one (its bookkeeping still owed) and the
+    successor, still running. Recovery records the first and polls the second; it must not claim a third task
+    and back off behind the successor's 409 (before: it did, leaving the successor unpolled for the backoff)."""
+    svc = services()
+    tick(svc)
+    seen: dict[str, Any] = {}
+
+    def crash_once(reached: str) -> None:
+        if reached == "after_successor" and "lease" not in seen:
+            seen["lease"] = copy.deepcopy(svc.state.leases)
+            raise Crash(reached)
+
+    hooks.install(crash_once)
+    work = svc.work(INSTANCE, "m-crashed")
+    with pytest.raises(Crash):
+        run_work(work, svc, TEMPLATES)
+    hooks.install(None)
+    svc.state.leases = seen["lease"]
+    states = sorted(t.state for t in svc.state.all_tasks() if t.state != "pending")
+    assert states == ["running", "running"]  # the finished export (DONE, not recorded) and its successor
+    assert run_work(work, svc, TEMPLATES) is None  # the redelivery hands the chain to a fresh message
+    svc.bus.published.clear()
+    results = svc.drain(INSTANCE, TEMPLATES)
+    assert sum(r.busy for r in results if r) == 0  # nothing was submitted while the successor ran
+    assert results[0] is not None and results[0].recovered >= 2
+    assert_complete(svc, 3)
+    assert len(svc.sqladmin.exported) == len(set(svc.sqladmin.exported)) == 9
+
+
+def test_a_refused_successor_does_not_hold_back_the_finished_exports_bookkeeping() -> None:
+    """The finished export is recorded after its successor went out; if that submit has to wait (here the
+    instance stops right as the export ends: 400 not running, the breaker pauses the chain), the finished export
+    is recorded before the wait, not after it."""
+    svc = services()
+    tick(svc)
+    first: dict[str, Any] = {}
+
+    def at(point: str) -> None:
+        done = [op for op in svc.sqladmin._operations.values() if op.ended is not None]
+        if point == "mid_poll" and done and "refused" not in first:
+            first["refused"] = True
+            svc.sqladmin.refuse(INSTANCE, "not running", 90)
+        if point == "after_successor" and "state" not in first:
+            task = next(t for t in svc.state.all_tasks() if t.operation == done[0].name)
+            first["state"], first["finalized"] = task.state, task.finalized
+
+    hooks.install(at)
+    svc.drain(INSTANCE, TEMPLATES)
+    assert first == {"refused": True, "state": "done", "finalized": True}
+    assert_complete(svc, 3)
+
+
+def test_a_successor_claimed_ahead_goes_back_to_the_queue_when_the_budget_ends_first() -> None:
+    """Claimed while the export before it runs, never sent: pending again, its attempt given back."""
+    svc = services(parse_config(config_doc(budget_seconds=60)), duration=100)
+    tick(svc)
+    assert run_work(svc.work(INSTANCE), svc, TEMPLATES) is not None
+    tasks = svc.state.all_tasks()
+    assert sorted(t.state for t in tasks if t.state != "pending") == ["running"]
+    assert [t.attempts for t in tasks if t.state == "pending"] == [0] * (len(tasks) - 1)
+    assert len(svc.sqladmin.exported) == 1
+    svc.drain(INSTANCE, TEMPLATES, max_invocations=200)
+    assert_complete(svc, 3)
+    assert {t.attempts for t in svc.state.all_tasks()} == {1}

@@ -61,7 +61,7 @@ def test_defaults() -> None:
     assert config.layout.table == "keys/table.j2" and config.lag_alert_seconds == 7200
     assert config.worker.budget_seconds == 300 and config.worker.max_attempts == 3
     assert (config.worker.poll_window_calls, config.worker.poll_spread, config.worker.api_calls_per_minute) == (
-        8, 0.05, 150,
+        10, 0.05, 150,
     )  # fmt: skip
     assert (source.schema, source.settle, source.catchup_cap, source.start) == (
         "public",

@@ -8,7 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from shared.app.polling import MIN_INTERVAL_SECONDS, Forecast, PollPlan, forecast, predict, window_calls
+from shared.app import polling
+from shared.app.polling import MIN_INTERVAL_SECONDS, TAPER, Forecast, PollPlan, forecast, predict, window_calls
 from shared.core.config import WorkerSettings
 
 SETTINGS = WorkerSettings()
@@ -67,22 +68,36 @@ def test_window_calls_are_as_configured_unless_the_budget_cannot_pay() -> None:
     assert window_calls(8, 0.2) == 1  # at least one poll
 
 
-def test_the_first_poll_waits_for_the_window_then_polls_are_evenly_spaced_inside_it() -> None:
+def test_the_first_poll_waits_for_the_window_then_polls_come_closer_together_towards_its_end() -> None:
     plan = PollPlan(Forecast(19.0, 21.0, "table", 3), 8, SETTINGS)
     seen = polls(plan, end=21.0)
-    assert seen[0] == pytest.approx(19.25)  # nothing before the window: one step into it
-    assert [round(b - a, 6) for a, b in itertools.pairwise(seen)] == [0.25] * 7
+    expected = [19.0 + 2.0 * (1 - (1 - k / 8) ** TAPER) for k in range(1, 9)]
+    assert seen == pytest.approx(expected)  # nothing before the window: its first poll is one interval into it
+    assert seen[-1] == pytest.approx(21.0)  # the last at its end
+    intervals = [b - a for a, b in itertools.pairwise(seen)]
+    assert all(later < earlier for earlier, later in itertools.pairwise(intervals))
     assert len(seen) == 8
 
 
-def test_every_end_inside_the_window_is_seen_within_one_step_and_the_planned_calls() -> None:
+def test_a_taper_of_one_spaces_the_polls_evenly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(polling, "TAPER", 1.0)
     plan = PollPlan(Forecast(19.0, 21.0, "table", 3), 8, SETTINGS)
+    seen = polls(plan, end=21.0)
+    assert seen[0] == pytest.approx(19.25)
+    assert [round(b - a, 6) for a, b in itertools.pairwise(seen)] == [0.25] * 7
+
+
+def test_every_end_inside_the_window_is_seen_within_its_interval_and_the_planned_calls() -> None:
+    plan = PollPlan(Forecast(19.0, 21.0, "table", 3), 8, SETTINGS)
+    first_interval = plan.dense_at(1) - 19.0
     rng = random.Random(3)
     for _ in range(200):
         end = rng.uniform(19.0, 21.0)
         seen = polls(plan, end)
         assert len(seen) <= 8
-        assert 0 <= seen[-1] - end <= plan.step + 1e-9
+        assert 0 <= seen[-1] - end <= first_interval + 1e-9
+        k = len(seen)  # the poll that saw it is the first planned at or after the end
+        assert seen[-1] == pytest.approx(plan.dense_at(k)) and (k == 1 or plan.dense_at(k - 1) < end)
 
 
 def test_a_long_wait_before_the_window_is_cut_into_sparse_polls() -> None:
@@ -96,7 +111,7 @@ def test_an_export_that_may_already_be_over_is_read_at_once() -> None:
     """A resumed export (another invocation submitted it) is read first, then follows the plan."""
     plan = PollPlan(Forecast(19.0, 21.0, "table", 3), 8, SETTINGS)
     assert plan.delay(19.5, first=True) == 0.0
-    assert plan.delay(3.0, first=True) == pytest.approx(16.25)
+    assert plan.delay(3.0, first=True) == pytest.approx(plan.dense_at(1) - 3.0)
     assert PollPlan(None, 0, SETTINGS).delay(40.0, first=True) == 0.0
 
 

@@ -1,8 +1,13 @@
 """The chain's loop for one instance, holding its lease: one export at a time.
 
-Poll the in-flight export; the moment it is DONE, claim and submit the next ready task (prepared while
-polling, so the instance idles for two round trips only), then record the finished one (task done,
-watermark, window manifest). Stops when the queue is empty or before the invocation's time budget ends.
+Poll the in-flight export. While it runs, the next ready task is chosen, rendered and, once the export's forecast
+window opens, claimed under the lease fence (pending -> submitting: its uri reserved, as any claim). The moment the
+export is DONE the successor's `instances.export` goes out, and only then is the finished one recorded (task done,
+watermark, window manifest), while the new export runs: between one export's end and the next one's start the
+instance idles for the poll that sees DONE and the export call. A successor claimed ahead that is not a live window
+gives way to a live one queued meanwhile (one query at DONE); one that is not sent (the budget ends first, a live
+window took its place) goes back to the queue with its attempt given back. Stops when the queue is empty or before
+the invocation's time budget ends.
 Recovery after a crash is shared/app/recovery.py; taking the lease and continuing in a new invocation is
 shared/app/worker.py.
 """
@@ -10,7 +15,8 @@ shared/app/worker.py.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from shared.app import hooks, packs
@@ -75,6 +81,16 @@ class Chain:
         self._deadline = self.clock.monotonic() + self.settings.budget_seconds
         self._cancelled: set[str] = set()
         """Operations this invocation cancelled as stuck: their failure is retried on a new generation."""
+        self._claimed: Prepared | None = None
+        """The successor claimed while the current export runs (its task `submitting`), not sent yet."""
+        self._owed: Callable[[], None] | None = None
+        """The bookkeeping of the export that just ended, owed until its successor's export went out."""
+        self._accepted: dict[str, Operation] = {}
+        """The API's answer to each export this invocation submitted, by task id: its insertTime dates the export
+        from its first poll on (a task claimed ahead was claimed well before its export was accepted). Confirmed from
+        the Admin API reference: instances.export answers with an Operation resource, whose insertTime is when it
+        was enqueued; that the answer always carries it is inferred (the reference says only the fields relevant to
+        the operation are set), so without it the claim time stands in, as before."""
         self.stats = ChainStats()
 
     def remaining(self) -> float:
@@ -97,6 +113,7 @@ class Chain:
                     continue
             polled = self._poll(current)
             if polled is None:
+                self._release_claimed()
                 break
             current = self.complete(current, *polled)
         return self.stats
@@ -111,15 +128,22 @@ class Chain:
         """
         started = self.clock.monotonic()
         limit: float | None = None  # looked up once the export is older than the floor
+        operation: Operation | None = self._accepted.pop(task.id, None)
         prepared = self.prepare_next()
-        plan = self._poll_plan(task, started)
-        operation: Operation | None = None
+        plan = self._poll_plan(task, operation, started)
         polls = 0
+        ahead = self._claimed is not None  # a successor is claimed ahead at most once per export
         while self.remaining() > 0:
             age = self._age(task, operation, started)
             # Without a forecast, polls leave half the bucket to the dense polls of forecast windows.
             keep = self.budget.capacity / 2 if plan.forecast is None else 0.0
             wait = max(plan.delay(age, first=polls == 0), self.budget.wait_seconds(keep=keep))
+            if not ahead and plan.opens_by(age + wait):
+                ahead = True
+                if prepared is not None:
+                    self._claimed = self._claim_ahead(prepared)
+                    prepared = None if self._claimed is not None else prepared
+                    continue  # the claim took a round trip: the wait is counted again
             self.lease.pause(min(wait, max(0.0, self.remaining())))
             operation, polls = self.read_operation(task) or operation, polls + 1
             hooks.reached("mid_poll")
@@ -135,11 +159,13 @@ class Chain:
                 limit = self._stuck_limit(task) if limit is None else limit
                 if age > limit:
                     self._cancel_stuck(task, operation, limit, age)
-            if prepared is None:
+            if prepared is None and not ahead:
+                # Until the forecast window opens (a successor is claimed then); inside it, a poll waits for nothing
+                # else: the queue is read again at DONE if nothing was claimed.
                 prepared = self.prepare_next()
         return None
 
-    def _poll_plan(self, task: Task, started: float) -> PollPlan:
+    def _poll_plan(self, task: Task, operation: Operation | None, started: float) -> PollPlan:
         """The export's polling plan: from its table's recent run times, else the instance's, else none; with as
         many polls in the forecast window as configured and affordable."""
         if not self.settings.poll_window_calls:
@@ -152,7 +178,7 @@ class Chain:
         predicted = predict(table, others, self.settings.poll_spread)
         calls = self.settings.poll_window_calls
         if predicted is not None:
-            age = self._age(task, None, started)
+            age = self._age(task, operation, started)
             affordable = self.budget.affordable(predicted.low - age, predicted.high - predicted.low)
             calls = window_calls(calls, affordable - 1)  # one call stays for the next export
         return PollPlan(predicted, calls, self.settings)
@@ -264,37 +290,123 @@ class Chain:
             limit_seconds=round(limit, 1),
         )
 
-    def complete(self, task: Task, operation: Operation, prepared: Prepared | None) -> Task | None:
-        """Record a DONE operation; submits the next export first when it succeeded."""
+    def complete(
+        self, task: Task, operation: Operation, prepared: Prepared | None, *, start_successor: bool = True
+    ) -> Task | None:
+        """Record a DONE operation; when it succeeded, the next export is submitted first (unless not
+        `start_successor`: recovery records what it finds and leaves the next export to the chain's loop). Returns
+        the running successor, if any."""
         if operation.error_code == VANISHED_CODE:
             if task.pack_uri:
                 packs.retry_members(self, task, vanished=True)
             else:
                 self.retry_vanished(task)
-            return None
+            return self._successor(None) if start_successor else None
         if operation.failed:
             error = {"code": operation.error_code, "message": operation.error_message}
             if task.pack_uri:  # every window retried, each on its own next time
                 for member in packs.members_of(self, task):
                     failure = packs.failure_error(task, operation)
                     self._record_failure(member, failure, new_generation=operation.name in self._cancelled)
-                return None
-            self._record_failure(task, error, new_generation=operation.name in self._cancelled)
-            return None
-        if prepared is None or self._rank(prepared.task) != LIVE_RANK:
-            # A live window queued while we polled must not wait behind a prefetched catch-up or backfill task.
-            prepared = self.prepare_next()
-        successor = self.start_next(prepared)
+            else:
+                self._record_failure(task, error, new_generation=operation.name in self._cancelled)
+            return self._successor(None) if start_successor else None
+        # Owed until the successor's export went out; paid earlier if that submit has to wait (busy, refused), or
+        # fails. With the lease lost it stays owed: the new holder's recovery finds the export DONE and records it.
+        self._owed = lambda: self._record_done(task)
+        try:
+            successor = self._successor(prepared) if start_successor else None
+        except LeaseLost:
+            raise
+        except Exception:
+            self._pay_owed()
+            raise
+        hooks.reached("after_successor")
+        self._pay_owed()
+        return successor
+
+    def _record_done(self, task: Task) -> None:
+        """The bookkeeping of a successful export: task (or pack) done, watermark, window manifest."""
         if task.pack_uri:
             packs.finish_pack(self, task)
-            return successor
+            return
         done = self.state.mark_done(task, self.clock.now(), fence=self.lease.fence)
         hooks.reached("after_done")
         self.stats.done += 1
         logs.info("export done", **task.log_fields())
         if done is not None:
             finalize(self.services, self.templates, done)
-        return successor
+
+    def _pay_owed(self) -> None:
+        """Record the finished export whose bookkeeping waits behind its successor's submit, if any."""
+        owed, self._owed = self._owed, None
+        if owed is not None:
+            owed()
+
+    # ---- the successor ------------------------------------------------------------------------------
+
+    def _successor(self, prepared: Prepared | None) -> Task | None:
+        """Submit the next export the moment the current one is DONE: the one claimed ahead, unless it is not a
+        live window and a task of a better rank was queued meanwhile (a live window must not wait behind a catch-up
+        or backfill export, nor a tick's catch-up behind a backfill); else the best ready task, claimed now."""
+        claimed = self._claimed
+        if claimed is not None and self._rank(claimed.task) != LIVE_RANK:
+            better = self._better_than(claimed.task)
+            if better is not None:
+                self._release_claimed()
+                return self.start_next(better)
+        if claimed is not None:
+            return self._send_claimed()
+        if prepared is None or self._rank(prepared.task) != LIVE_RANK:
+            # A live window queued while we polled must not wait behind a prefetched catch-up or backfill task.
+            prepared = self.prepare_next()
+        return self.start_next(prepared)
+
+    def _claim_ahead(self, prepared: Prepared) -> Prepared | None:
+        """Claim the successor while the current export runs (under the lease fence, as every transition), so that
+        only its export call is left for the moment the current one is DONE. None if the task changed meanwhile
+        (it is chosen again at DONE), or if it is packed with other windows (a pack is claimed at DONE)."""
+        if prepared.task.pack_uri or packs.plan_pack(self, prepared) is not None:
+            return None
+        claimed = self.state.claim(
+            prepared.task, uri=prepared.uri, generation=prepared.generation, now=self.clock.now(),
+            fence=self.lease.fence,
+        )  # fmt: skip
+        if claimed is None:
+            return None
+        logs.log("DEBUG", "next export claimed ahead", **claimed.log_fields())
+        return replace(prepared, task=claimed)
+
+    def _send_claimed(self) -> Task | None:
+        """Submit the successor claimed ahead, if any."""
+        claimed, self._claimed = self._claimed, None
+        return None if claimed is None else self.submit(claimed.task, claimed.body)
+
+    def _release_claimed(self) -> None:
+        """The successor claimed ahead will not be sent by this invocation: back to the queue, its attempt given
+        back (it was never sent, so nothing about the task changed)."""
+        claimed, self._claimed = self._claimed, None
+        if claimed is None:
+            return
+        task = claimed.task
+        self.state.mark_retry(
+            task, error=task.error, not_before=self.clock.now(), generation=task.generation, refund=True,
+            fence=self.lease.fence,
+        )  # fmt: skip
+        logs.info("next export claimed ahead not sent; back in the queue", **task.log_fields())
+
+    def _better_than(self, claimed: Task) -> Prepared | None:
+        """The best ready task if it ranks before `claimed` (queued since it was chosen), rendered; else None."""
+        rank = self._rank(claimed)
+        while True:
+            now = self.clock.now()
+            task = next((t for t in self.candidates() if t.ready(now)), None)
+            if task is None or self._rank(task) >= rank:
+                return None
+            try:
+                return prepare(self.config, self.templates, task)
+            except PermanentError as exc:
+                self.fail_permanently(task, exc)
 
     # ---- choosing and submitting -------------------------------------------------------------------
 
@@ -378,6 +490,7 @@ class Chain:
                     return None
                 pause = delay * random.uniform(0.5, 1.5)
                 logs.info("instance busy; backing off", **task.log_fields(), seconds=round(pause, 2), error=str(exc))
+                self._pay_owed()  # the finished export's bookkeeping does not wait for the instance
                 self.lease.pause(pause)
                 delay = min(delay * 2, BUSY_BACKOFF_MAX_SECONDS)
             except InstanceUnavailable as exc:
@@ -391,6 +504,7 @@ class Chain:
                 if pause >= self.remaining():
                     logs.warning("instance still unavailable at the end of the budget", **task.log_fields())
                     return None
+                self._pay_owed()  # the finished export's bookkeeping does not wait for the instance
                 self.lease.pause(pause)
             except ExportRejected as exc:
                 self.fail_permanently(task, exc)
@@ -400,6 +514,7 @@ class Chain:
             self._breaker_open = False
         hooks.reached("after_submit")
         running = self.state.mark_running(task, operation.name, fence=self.lease.fence)
+        self._accepted[task.id] = operation
         self.stats.submitted += 1
         logs.info("export submitted", **{**task.log_fields(), "operation": operation.name, "attempt": task.attempts})
         return running

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal, get_args
 
-CrashPoint = Literal["with_lease", "after_submit", "mid_poll", "after_done"]
+CrashPoint = Literal["with_lease", "after_submit", "mid_poll", "after_successor", "after_done"]
 """- `with_lease`   just after the instance lease was taken (the lease stays held by a dead holder);
 - `after_submit` after instances.export answered, before the operation name is saved on the task;
 - `mid_poll`     between two operations.get polls of the running export;
+- `after_successor` an export is DONE and the next one was submitted (and marked running), before the finished
+                 one is marked done;
 - `after_done`   the task is marked done, before its watermark and manifest bookkeeping."""
 CRASH_POINTS: tuple[str, ...] = get_args(CrashPoint)
 PackCrashPoint = Literal["mid_split"]

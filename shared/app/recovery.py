@@ -1,6 +1,9 @@
 """Finishing what a crashed predecessor left, before the chain moves on: bookkeeping of exports that were done,
-then the export still in flight (found through operations.list by its uri if its operation name was never
-saved). Never resubmits blindly: if the listing fails, the invocation fails and Pub/Sub redelivers it."""
+then the exports in flight (found through operations.list by their uri if an operation name was never saved):
+those DONE are recorded, the one still running is handed to the chain to poll. The chain sends its export before
+recording the one that just finished, and claims that next task while the current export runs, so a crash may
+leave two in flight: a DONE one whose bookkeeping is owed and a successor running (or claimed, never sent).
+Never resubmits blindly: if the listing fails, the invocation fails and Pub/Sub redelivers it."""
 
 from __future__ import annotations
 
@@ -38,8 +41,10 @@ def recover(chain: Chain) -> Task | None:
             continue
         operation = chain.read_operation(resumed)
         if operation is not None and operation.done:
-            if (successor := chain.complete(resumed, operation, None)) is not None:
-                current = successor
+            # Only recorded: the chain submits the next export itself once recovery is over. Two exports may be in
+            # flight here (one DONE, its successor submitted before the crash let the first be recorded): a third
+            # submitted now would back off behind the successor's 409 while nobody polls it.
+            chain.complete(resumed, operation, None, start_successor=False)
         else:
             current = resumed
     return current

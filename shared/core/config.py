@@ -19,7 +19,7 @@ The document (defaults in brackets; `local/demo_config.json` is the documented e
                          "max_attempts" [3], "poll_initial_seconds" [0.05], "poll_max_seconds" [5],
                          "poll_fraction" [0.05] (poll interval = this fraction of the export's age, within bounds,
                          while nothing predicts the export's end),
-                         "poll_window_calls" [8] (operations.get calls spread over the window in which the export is
+                         "poll_window_calls" [10] (operations.get calls spread over the window in which the export is
                          predicted to end, from its table's recent durations; 0: no forecast, the growing schedule
                          only; see shared/app/polling.py),
                          "poll_spread" [0.05] (that window's half-width as a fraction of the predicted duration, while
@@ -224,7 +224,7 @@ class WorkerSettings:
     stuck_factor: float = 10
     stuck_min_seconds: float = 600
     pack: PackSettings = field(default_factory=PackSettings)
-    poll_window_calls: int = 8
+    poll_window_calls: int = 10
     poll_spread: float = 0.05
     poll_sparse_seconds: float = 60
     api_calls_per_minute: float = 150
@@ -493,7 +493,7 @@ MIN_API_CALLS_PER_MINUTE = 6
 
 def _poll_budget(obj: _Object) -> dict[str, Any]:
     """The predictive polling and call budget settings of `worker` (shared/app/polling.py, shared/app/budget.py)."""
-    calls = obj.get("poll_window_calls", int, 8)
+    calls = obj.get("poll_window_calls", int, 10)
     if not 0 <= calls <= MAX_POLL_WINDOW_CALLS:
         raise ConfigError(
             obj.at("poll_window_calls"),
