@@ -226,7 +226,7 @@ class CountingObjects:
         self.ops["A"] += 1
         return self.inner.create_json(key, document)
 
-    def create_bytes(self, key: str, data: bytes, content_type: str) -> bool:
+    def create_bytes(self, key: str, data: bytes, content_type: str) -> ObjectStat | None:
         self.ops["A"] += 1
         return self.inner.create_bytes(key, data, content_type)
 
@@ -341,6 +341,12 @@ class CountingState:
     def claim_pack(self, tasks: Sequence[Task], **kwargs: Any) -> list[Task] | None:
         self._n("write", len(tasks))
         return self.inner.claim_pack(tasks, **kwargs)
+
+    def mark_pack_done(self, tasks: Sequence[Task], facts: Sequence[dict[str, Any]], now: Any, **kwargs: Any) -> Any:
+        self._n("write", len(tasks))  # one commit: a write per window (and the lease's read when fenced)
+        if kwargs.get("fence") is not None:
+            self._n("read", 1)
+        return self.inner.mark_pack_done(tasks, facts, now, **kwargs)
 
     def mark_running(self, task: Task, operation: str, **kwargs: Any) -> Task | None:
         return self._write(self.inner.mark_running(task, operation, **kwargs), kwargs.get("fence") is not None)

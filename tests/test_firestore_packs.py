@@ -70,3 +70,29 @@ def test_a_pack_claim_is_fenced_by_the_lease(clean_stack: Any) -> None:
     current = Fence("cdc-local:shop-pg", "holder/1", lease.epoch)
     claimed = state.claim_pack(read, uris=uris, generations=[1, 1], pack_uri="gs://b/p.csv", now=LOW, fence=current)
     assert claimed is not None and [t.state for t in claimed] == ["submitting", "submitting"]
+
+
+def test_a_split_packs_windows_are_marked_done_in_one_fenced_commit_with_their_facts(clean_stack: Any) -> None:
+    """mark_pack_done: one transaction (the lease read, then an update per window with its update-time precondition),
+    all or none; each window keeps the facts of its object for the manifest."""
+    state = StateStore(firestore.Client(project="cdc-local"), "packdone_")
+    state.create_tasks(windows(3))
+    lease = state.acquire_lease("cdc-local:shop-pg", "holder/1", 60, pendulum.now("UTC"))
+    fence = Fence("cdc-local:shop-pg", "holder/1", lease.epoch)
+    read = [state.get_task(t.id) for t in windows(3)]
+    uris = [f"gs://b/{i}.csv" for i in range(3)]
+    claimed = state.claim_pack(read, uris=uris, generations=[1, 1, 1], pack_uri="gs://b/p.csv", now=LOW, fence=fence)
+    assert claimed is not None
+    facts = [{"uri": u, "bytes": 10 + i, "rows": i, "crc32c": "AAAAAA==", "md5": f"m{i}"} for i, u in enumerate(uris)]
+    with pytest.raises(LeaseLost):
+        state.mark_pack_done(claimed, facts, LOW, fence=Fence("cdc-local:shop-pg", "holder/1", lease.epoch - 1))
+    changed = state.mark_running(claimed[1], "op-1", fence=fence)  # changed after the chain read it
+    assert state.mark_pack_done(claimed, facts, LOW, fence=fence) is None
+    assert [state.get_task(t.id).state for t in claimed] == ["submitting", "running", "submitting"]  # type: ignore[union-attr]
+    done = state.mark_pack_done([claimed[0], changed, claimed[2]], facts, LOW, fence=fence)  # type: ignore[list-item]
+    assert done is not None
+    stored = [state.get_task(t.id) for t in claimed]
+    assert [(t.state, t.facts, t.finalized, t.done_at) for t in stored] == [  # type: ignore[union-attr]
+        ("done", f, False, LOW) for f in facts
+    ]
+    assert [t.update_time for t in done] == [t.update_time for t in stored]  # type: ignore[union-attr]

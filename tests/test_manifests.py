@@ -7,6 +7,7 @@ import gzip
 import pendulum
 import pytest
 
+from shared.core.columns import UnknownColumns, query_shape
 from shared.core.config import parse_config
 from shared.core.csvformat import Dialect
 from shared.core.manifests import ObjectFacts, build_manifest, parse_schema_csv
@@ -99,3 +100,16 @@ def test_manifest_lists_objects_with_their_columns_rows_and_checksums() -> None:
     assert (manifest["version"], manifest["previous"]) == (2, "m/_manifest.json")
     assert manifest["format"]["delimiter"] == "," and manifest["format"]["compression"] == "none"
     assert manifest["schema_snapshot"] == snapshot
+
+
+def test_a_querys_shape_is_parsed_once_per_text_and_a_bad_query_is_refused_every_time() -> None:
+    """A window's bookkeeping asks for each table's shape several times (schema query, columns, schema drift)."""
+    query_shape.cache_clear()
+    sql = "SELECT id, note::text AS n FROM public.orders WHERE event_timestamp >= TIMESTAMPTZ '2026-01-01T00:00:00Z'"
+    first = query_shape(sql)
+    assert query_shape(sql) is first and query_shape.cache_info().hits == 1
+    assert query_shape(sql.replace("2026-01-01", "2026-01-02")) == first  # another window: parsed, same shape
+    bad = "SELECT upper(note) FROM public.orders"
+    for _ in range(2):
+        with pytest.raises(UnknownColumns):
+            query_shape(bad)

@@ -12,7 +12,7 @@ import pytest
 
 from bench import packing
 from local.demo_data import seed
-from shared.core.csvformat import decompressed
+from shared.core.csvformat import count_rows, decompressed
 from shared.core.templates import Templates, export_request_body
 from tests.pipeline_support import HOURS, ROWS_PER_TABLE, START, Pipeline, demo_config
 
@@ -61,6 +61,14 @@ def assert_equal_to_exports_one_by_one(p: Pipeline) -> int:
         assert b"".join(decompressed([ours])) == b"".join(decompressed([reference])), task.id
         entry = next(o for o in manifests[task.low.isoformat()]["objects"] if o.get("table") == task.table)
         assert entry["uri"] == task.uri
+        # The facts the split took from Cloud Storage's answer to its upload are those the bucket keeps.
+        stat = objects.stat(objects.key_of(task.uri or ""))
+        assert stat is not None and (entry["bytes"], entry["md5"], entry["crc32c"]) == (
+            stat.size,
+            stat.md5,
+            stat.crc32c,
+        )
+        assert entry["rows"] == count_rows(reference, source.csv.dialect)
         rows += entry["rows"]
     return rows
 

@@ -17,11 +17,12 @@ import pendulum
 import pytest
 
 from shared.app import hooks
+from shared.app.lease import Fence
 from shared.app.planner import plan_backfill, plan_tick
 from shared.app.worker import run_work
 from shared.core.config import parse_config
 from shared.core.csvformat import Dialect, decompressed
-from shared.core.errors import ConfigError
+from shared.core.errors import ConfigError, LeaseLost
 from shared.core.messages import Backfill, Tick
 from shared.core.packing import INDEX_COLUMN
 from shared.core.tasks import Task
@@ -340,3 +341,67 @@ def test_a_pack_is_not_cancelled_as_stuck_for_running_longer_than_one_window() -
     assert {(t.state, t.attempts) for t in packed} == {("done", 1)}
     assert len({t.pack_uri for t in packed}) == 1 and len(packed) == 4
     assert packed[0].operation not in svc.sqladmin.cancelled  # (the schema exports, alone, are held to their own)
+
+
+def manifest_objects(svc: FakeServices) -> list[Any]:
+    """Every manifest's entries as a consumer reads them (operation ids aside: they differ between two runs)."""
+    return sorted(
+        (
+            m["window"]["low"],
+            o.get("table") or "",
+            o["uri"],
+            o["generation"],
+            o["bytes"],
+            o["rows"],
+            o["md5"],
+            o["crc32c"],
+        )
+        for m in svc.state.manifests()
+        for o in [*m.get("objects", []), m["schema_object"]]
+    )
+
+
+def test_the_manifests_of_a_split_pack_read_no_window_object_again_and_equal_one_export_per_window() -> None:
+    """The split records each window object's facts (Cloud Storage's answer to the create, the rows it counted) on
+    its task when marking it done; before, each window's manifest step stat'ed and read every window object again."""
+    packed = make(pack=48)
+    backfill(packed, 8)
+    read: list[str] = []
+    stat, stream = packed.objects.stat, packed.objects.stream
+
+    def recording_stat(key: str) -> Any:
+        read.append(key)
+        return stat(key)
+
+    def recording_stream(key: str) -> Iterator[bytes]:
+        read.append(key)
+        return stream(key)
+
+    packed.objects.stat = recording_stat  # type: ignore[method-assign]
+    packed.objects.stream = recording_stream  # type: ignore[method-assign]
+    drained(packed)
+    assert not [k for k in read if "/raw/" in k]
+    assert all(t.facts and t.facts["uri"] == t.uri for t in packed.state.all_tasks() if t.table)
+    single = drained(make_backfilled(8))
+    assert manifest_objects(packed) == manifest_objects(single) and len(manifest_objects(single)) == 8 * 3
+
+
+def test_marking_a_packs_windows_done_is_all_or_none_and_fenced() -> None:
+    svc = make(pack=48)
+    backfill(svc, 3)
+    lease = svc.state.acquire_lease(INSTANCE, "m-1/x", 60, svc.clock.now())
+    fence = Fence(INSTANCE, "m-1/x", lease.epoch)
+    read = sorted((t for t in svc.state.all_tasks() if t.table == "orders"), key=lambda t: t.low)
+    claimed = svc.state.claim_pack(
+        read, uris=["gs://b/0", "gs://b/1", "gs://b/2"], generations=[1, 1, 1], pack_uri="gs://b/p", now=T0, fence=fence
+    )
+    assert claimed is not None
+    facts = [{"uri": f"gs://b/{i}", "bytes": i, "rows": i, "crc32c": None, "md5": "x"} for i in range(3)]
+    with pytest.raises(LeaseLost):
+        svc.state.mark_pack_done(claimed, facts, T0, fence=Fence(INSTANCE, "m-1/x", lease.epoch - 1))
+    changed = svc.state.mark_running(claimed[2], "op-1")  # changed since the chain read it
+    assert svc.state.mark_pack_done(claimed, facts, T0, fence=fence) is None
+    assert [svc.state.get_task(t.id).state for t in claimed] == ["submitting", "submitting", "running"]  # type: ignore[union-attr]
+    done = svc.state.mark_pack_done([*claimed[:2], changed], facts, T0, fence=fence)  # type: ignore[list-item]
+    assert done is not None and [(t.state, t.facts) for t in done] == [("done", f) for f in facts]
+    assert [svc.state.get_task(t.id).facts for t in claimed] == facts  # type: ignore[union-attr]

@@ -20,6 +20,7 @@ from google.cloud.firestore_v1.base_query import FieldFilter
 
 from shared.adapters.firestore_bulk import WritePacer, create_all
 from shared.app.lease import Fence
+from shared.core.config import MAX_PACK_WINDOWS
 from shared.core.tasks import (
     FINISHED_STATES,
     IN_FLIGHT_STATES,
@@ -50,6 +51,9 @@ tasks). Derived values (`kind`, `window`: the table and the window's start say t
 queue order (`order_key`) is, since the queries order by it."""
 _KEEP = object()
 """No field's default: `_DEFAULTS.get(name, _KEEP)` is never a task's value."""
+MAX_COMMIT_WRITES = MAX_PACK_WINDOWS
+"""Writes one Firestore commit or transaction may hold (500, documented in Firestore's quotas and limits): the cap
+on `worker.pack.max_windows`."""
 _TIMESTAMP_FIELDS = ("low", "high", "not_before", "created_at", "submitted_at", "done_at")
 
 
@@ -364,6 +368,62 @@ class FirestoreTasks:
             Task(**{**asdict(task), **change, "update_time": result.update_time})
             for task, change, result in zip(tasks, changes, results, strict=True)
         ]
+
+    def mark_pack_done(
+        self,
+        tasks: Sequence[Task],
+        facts: Sequence[dict[str, Any]],
+        now: pendulum.DateTime,
+        *,
+        fence: Fence | None = None,
+    ) -> list[Task] | None:
+        """running/submitting -> done for every window of a split pack in one commit (with a fence: a transaction
+        that also reads the lease), each update conditional on its document's update time: all or none.
+
+        One commit holds at most MAX_COMMIT_WRITES writes (Firestore's documented limit for a commit or a
+        transaction); `updated_at` is the chain's clock rather than a server-timestamp transform, so each window is
+        exactly one write and a pack of `worker.pack.max_windows` (at most 500) windows is one commit."""
+        if len(tasks) > MAX_COMMIT_WRITES:
+            raise ValueError(
+                f"a pack of {len(tasks)} windows is more than one Firestore commit holds ({MAX_COMMIT_WRITES}); "
+                "worker.pack.max_windows is capped at 500"
+            )
+        changes = [
+            {"state": "done", "done_at": now, "finalized": False, "error": None, "facts": dict(fact)} for fact in facts
+        ]
+
+        def write(writer: Any) -> None:
+            for task, change in zip(tasks, changes, strict=True):
+                writer.update(
+                    self._tasks.document(task.id),
+                    {**change, "updated_at": now},
+                    option=self.client.write_option(last_update_time=task.update_time),
+                )
+
+        try:
+            results = self._commit(write, fence)
+        except (gexc.FailedPrecondition, gexc.NotFound):
+            return None
+        return [
+            Task(**{**asdict(task), **change, "update_time": result.update_time})
+            for task, change, result in zip(tasks, changes, results, strict=True)
+        ]
+
+    def _commit(self, write: Callable[[Any], None], fence: Fence | None) -> list[Any]:
+        """Run `write` in one commit: a batch, or with a fence a transaction that reads the lease first."""
+        if fence is None:
+            batch = self.client.batch()
+            write(batch)
+            return list(batch.commit())
+        transaction = self.client.transaction()
+
+        @firestore.transactional
+        def fenced(transaction: Any) -> None:
+            self.check_fence(transaction, fence)
+            write(transaction)
+
+        fenced(transaction)
+        return list(transaction.write_results)
 
     def mark_running(self, task: Task, operation: str, *, fence: Fence | None = None) -> Task | None:
         return self._transition(task, {"state": "running", "operation": operation}, fence)

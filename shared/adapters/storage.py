@@ -70,14 +70,19 @@ class ObjectStore:
             return False
         return True
 
-    def create_bytes(self, key: str, data: bytes, content_type: str) -> bool:
-        """Create an object such as a window split out of a pack; False if the key exists already (create-only, as
-        the export API writes: the identity needs `storage.objects.create` only)."""
+    def create_bytes(self, key: str, data: bytes, content_type: str) -> ObjectStat | None:
+        """Create an object such as a window split out of a pack; None if the key exists already (create-only, as
+        the export API writes: the identity needs `storage.objects.create` only).
+
+        Returns the object's size and checksums from the upload's answer: objects.insert returns the object
+        resource it stored (size, md5Hash, crc32c; documented for the JSON API), which the client library sets on
+        the blob, so nothing is read back."""
+        blob = self._bucket.blob(key)
         try:
-            self._bucket.blob(key).upload_from_string(data, content_type=content_type, if_generation_match=0)
+            blob.upload_from_string(data, content_type=content_type, if_generation_match=0)
         except gexc.PreconditionFailed:
-            return False
-        return True
+            return None
+        return ObjectStat(int(blob.size or 0), blob.crc32c, blob.md5_hash, blob.content_encoding)
 
     def key_of(self, uri: str) -> str:
         """`gs://bucket/key` -> `key` (only for this bucket)."""

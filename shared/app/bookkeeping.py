@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from shared.app.ports import ObjectStore, Services
@@ -35,21 +36,46 @@ def finalize(services: Services, templates: Templates, task: Task) -> None:
             logs.error("verification result not applied", **task.log_fields(), error=f"{type(exc).__name__}: {exc}")
         services.state.mark_finalized(task)
         return
-    now = services.clock.now()
-    if task.table is not None:
-        moved = services.state.advance_watermark(task.source, task.table, now)
-        if moved:
-            logs.info(
-                "watermark advanced",
-                source=task.source,
-                instance=task.instance,
-                table=task.table,
-                task=task.id,
-                window_low=task.low,
-                window_high=task.high,
-                old=moved[0],
-                new=moved[1],
-            )
+    _advance_watermark(services, task)
+    _manifest_step(services, templates, task)
+    services.state.mark_finalized(task)
+
+
+def finalize_pack(
+    services: Services, templates: Templates, tasks: Sequence[Task], *, each: Callable[[Task], None]
+) -> None:
+    """`finalize` for the windows of one split pack (one table, consecutive windows, all done): the table's watermark
+    walks once over all of them (one walk instead of one per window), then each window's manifest step and its
+    finalized mark, in window order; `each(task)` runs before a window's step (the chain's crash point). Idempotent
+    as `finalize`: a crash leaves the rest unfinalized, and recovery finalizes them one by one."""
+    if tasks:
+        _advance_watermark(services, tasks[-1])
+    for task in tasks:
+        each(task)
+        _manifest_step(services, templates, task)
+        services.state.mark_finalized(task)
+
+
+def _advance_watermark(services: Services, task: Task) -> None:
+    """Walk the table's watermark over every consecutive done window (it never moves back nor past a missing one)."""
+    if task.table is None:
+        return
+    moved = services.state.advance_watermark(task.source, task.table, services.clock.now())
+    if moved:
+        logs.info(
+            "watermark advanced",
+            source=task.source,
+            instance=task.instance,
+            table=task.table,
+            task=task.id,
+            window_low=task.low,
+            window_high=task.high,
+            old=moved[0],
+            new=moved[1],
+        )
+
+
+def _manifest_step(services: Services, templates: Templates, task: Task) -> None:
     try:
         _write_manifest_if_complete(services, templates, task)
     except RetryableError:
@@ -57,7 +83,6 @@ def finalize(services: Services, templates: Templates, task: Task) -> None:
     except Exception as exc:  # a manifest that cannot be written must not stop the chain (nor every recovery)
         failure = exc if isinstance(exc, PermanentError) else ManifestError(task.source, str(task.window), repr(exc))
         _record_manifest_failure(services, task, failure)
-    services.state.mark_finalized(task)
 
 
 def _write_manifest_if_complete(services: Services, templates: Templates, task: Task) -> None:
@@ -161,6 +186,11 @@ def _columns(
 
 
 def _facts(objects: ObjectStore, task: Task, dialect: Dialect) -> ObjectFacts:
+    """The object's size and checksums (Cloud Storage's) and rows (counted by the project): as the split recorded
+    them when it created the object (`Task.facts`, for that uri), else read from the bucket."""
+    known = task.facts
+    if known and known.get("uri") == task.uri:
+        return ObjectFacts(known["bytes"], known["rows"], known["crc32c"], known["md5"])
     key = objects.key_of(task.uri or "")
     stat = objects.stat(key)
     if stat is None:

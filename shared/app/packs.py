@@ -28,11 +28,12 @@ import gzip
 import hashlib
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from shared.app.bookkeeping import finalize
+from shared.app.bookkeeping import finalize_pack
 from shared.app.hooks import reached
 from shared.app.lost import previous_export
+from shared.app.ports import ObjectStat
 from shared.app.requests import Prepared, prepare, source_of
 from shared.core import logs
 from shared.core.csvformat import Dialect, decompressed
@@ -201,18 +202,27 @@ def finish_pack(chain: Chain, task: Task) -> None:
         return
     source = source_of(chain.config, task)
     try:
-        split_pack(chain, members, source.csv.dialect)
+        facts = split_pack(chain, members, source.csv.dialect)
     except PackSplitError as exc:
         _unpack(chain, members, exc)
         return
     logs.info("pack split into its windows", **members[0].log_fields(), pack_uri=task.pack_uri, windows=len(members))
-    for member in members:
-        done = chain.state.mark_done(member, chain.clock.now(), fence=chain.lease.fence)
+    done = chain.state.mark_pack_done(
+        members, [facts[m.id] for m in members], chain.clock.now(), fence=chain.lease.fence
+    )
+    if done is None:  # a window changed meanwhile (an operator's re-queue): each goes its own way, as a lone export's
+        done = []
+        for member in members:
+            marked = chain.state.mark_done(member, chain.clock.now(), fence=chain.lease.fence)
+            if marked is not None:
+                done.append(marked)
+
+    def each(member: Task) -> None:
         reached("after_done")
         chain.stats.done += 1
         logs.info("export done", **member.log_fields(), pack_uri=task.pack_uri)
-        if done is not None:
-            finalize(chain.services, chain.templates, done)
+
+    finalize_pack(chain.services, chain.templates, done, each=each)
 
 
 def _unpack(chain: Chain, members: list[Task], exc: PackSplitError) -> None:
@@ -235,38 +245,50 @@ def _unpack(chain: Chain, members: list[Task], exc: PackSplitError) -> None:
     )
 
 
-def split_pack(chain: Chain, members: list[Task], dialect: Dialect) -> None:
-    """Write each member's window object from the pack object, streaming it once. Create-only: an object already
-    there (an earlier split attempt) must hold the same rows, else PackSplitError."""
+def split_pack(chain: Chain, members: list[Task], dialect: Dialect) -> dict[str, dict[str, Any]]:
+    """Write each member's window object from the pack object, streaming it once; per member id, the object's facts
+    (`Task.facts`: Cloud Storage's size and checksums, the rows counted here), so that the manifest reads nothing
+    again. Create-only: an object already there (an earlier split attempt) must hold the same rows, else
+    PackSplitError."""
     objects = chain.services.objects
     pack_key = objects.key_of(members[0].pack_uri or "")
     ids = members[0].pack_ids or [m.id for m in members]
     todo = {ids.index(m.id): m for m in members}
     rows = split_records(objects.stream(pack_key), dialect, len(ids))
     pending: tuple[int, bytes] | None = next(rows, None)
+    facts: dict[str, dict[str, Any]] = {}
     for index in range(len(ids)):
         chunks: list[bytes] = []
         while pending is not None and pending[0] == index:
             chunks.append(pending[1])
             pending = next(rows, None)
         if index in todo:
-            _write_window(chain, todo[index], b"".join(chunks), dialect)
+            member = todo[index]
+            stat = _write_window(chain, member, b"".join(chunks), dialect)
+            facts[member.id] = {
+                "uri": member.uri, "bytes": stat.size, "rows": len(chunks), "crc32c": stat.crc32c, "md5": stat.md5,
+            }  # fmt: skip
             chain.lease.heartbeat()  # fencing: a split that outlived the lease stops here (LeaseLost)
             reached("mid_split")
+    return facts
 
 
-def _write_window(chain: Chain, task: Task, content: bytes, dialect: Dialect) -> None:
+def _write_window(chain: Chain, task: Task, content: bytes, dialect: Dialect) -> ObjectStat:
+    """Create the window's object; its metadata as Cloud Storage holds it."""
     objects = chain.services.objects
     key = objects.key_of(task.uri or "")
     data = gzip.compress(content, mtime=0) if dialect.gzip else content
     content_type = "application/gzip" if dialect.gzip else "text/csv"  # as the export writes them
-    if objects.create_bytes(key, data, content_type):  # refused, never replaced, if the object exists
-        return
+    created = objects.create_bytes(key, data, content_type)  # refused, never replaced, if the object exists
+    if created is not None:
+        return created
     # Written before (a split that crashed): it must hold exactly these rows.
     digest = hashlib.md5(content).hexdigest()
     existing = hashlib.md5()
     for chunk in decompressed(objects.stream(key)):
         existing.update(chunk)
-    if existing.hexdigest() != digest:
+    stat = objects.stat(key)
+    if existing.hexdigest() != digest or stat is None:
         raise PackSplitError(f"{task.uri} exists with other rows than the pack's window {ts_nodash(task.low)}")
     logs.info("window object already written by an earlier split; checked", **task.log_fields())
+    return stat

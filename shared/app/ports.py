@@ -86,6 +86,18 @@ class StateStore(Protocol):
         tasks alone and clears what an earlier pack left on them."""
         ...
 
+    def mark_pack_done(
+        self,
+        tasks: Sequence[Task],
+        facts: Sequence[dict[str, Any]],
+        now: pendulum.DateTime,
+        *,
+        fence: Fence | None = None,
+    ) -> list[Task] | None:
+        """Mark the windows of a split pack done, each with its object's facts (`Task.facts`), all or none, in as
+        few commits as the store allows; None if any of them changed since it was read (then none is marked)."""
+        ...
+
     def mark_running(self, task: Task, operation: str, *, fence: Fence | None = None) -> Task | None: ...
     def mark_done(self, task: Task, now: pendulum.DateTime, *, fence: Fence | None = None) -> Task | None: ...
     def mark_retry(
@@ -151,8 +163,9 @@ class ObjectStore(Protocol):
     def stat(self, key: str) -> ObjectStat | None: ...
     def stream(self, key: str) -> Iterator[bytes]: ...
     def create_json(self, key: str, document: dict[str, Any]) -> bool: ...
-    def create_bytes(self, key: str, data: bytes, content_type: str) -> bool:
-        """Create an object, never replace one: False if the key exists already."""
+    def create_bytes(self, key: str, data: bytes, content_type: str) -> ObjectStat | None:
+        """Create an object, never replace one: its metadata as the store answered the upload (size, checksums),
+        or None if the key exists already."""
         ...
 
     def key_of(self, uri: str) -> str: ...

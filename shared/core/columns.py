@@ -15,6 +15,7 @@ written for it — a manifest never guesses.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,8 +172,18 @@ def _spec(index: int, node: exp.Expression, relations: _From) -> Spec:
     raise _unknown(index, value, name)
 
 
+QUERY_SHAPES_CACHED = 4096
+"""Rendered queries whose shape a process keeps: each window renders its own text (its bounds), and a window's
+bookkeeping asks for each table's shape several times (the schema query's tables, the manifest's columns, schema
+drift), so a pack's windows stay cached from one step to the next."""
+
+
+@functools.lru_cache(maxsize=QUERY_SHAPES_CACHED)
 def query_shape(sql: str) -> QueryShape:
-    """Parse a rendered export query; raises UnknownColumns (a ValueError) when its columns cannot be known."""
+    """Parse a rendered export query; raises UnknownColumns (a ValueError) when its columns cannot be known.
+
+    Cached by the query's exact text: the shape is a function of the text alone and is immutable, so a cached shape
+    is the one a new parse gives (a query that cannot be known is parsed again each time, and raises again)."""
     try:
         tree = sqlglot.parse_one(sql, read="postgres")
     except sqlglot.errors.ParseError as e:

@@ -344,7 +344,8 @@ def _csv(obj: _Object) -> CsvOptions:
 
 _PACK_KEYS = ("max_windows", "target_bytes", "op_overhead_seconds", "export_bytes_per_second", "overhead_share")
 MAX_PACK_WINDOWS = 500
-"""Most windows one pack may cover: each adds its query to one selectQuery."""
+"""Most windows one pack may cover: each adds its query to one selectQuery, and its done mark to the one Firestore
+commit that marks the pack's windows done (at most 500 writes)."""
 
 
 def _pack(obj: _Object) -> PackSettings:

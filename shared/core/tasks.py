@@ -99,6 +99,10 @@ class Task:
     """The pack object this window's rows are exported into (shared/app/packs.py); None: exported on its own."""
     pack_ids: list[str] | None = None
     """The ids of every task of that pack, in window order (this one included)."""
+    facts: dict[str, Any] | None = None
+    """What Cloud Storage answered when the split created this window's object, plus the rows the split counted:
+    `uri`, `bytes`, `rows`, `crc32c`, `md5` (shared/app/packs.py). The manifest takes them for that uri instead of
+    reading the object again; a task exported on its own has none."""
     update_time: Any = field(default=None, compare=False, repr=False)
 
     @property

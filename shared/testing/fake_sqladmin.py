@@ -47,6 +47,10 @@ _REFUSALS = {
 }
 
 
+def _stat_of(data: bytes) -> ObjectStat:
+    return ObjectStat(len(data), None, base64.b64encode(hashlib.md5(data).digest()).decode(), None)
+
+
 class InMemoryObjects:
     """The export bucket as a dict of key -> bytes (follows shared.app.ports.ObjectStore)."""
 
@@ -59,11 +63,7 @@ class InMemoryObjects:
         return key in self.data
 
     def stat(self, key: str) -> ObjectStat | None:
-        if key not in self.data:
-            return None
-        data = self.data[key]
-        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
-        return ObjectStat(len(data), None, md5, None)
+        return _stat_of(self.data[key]) if key in self.data else None
 
     def stream(self, key: str) -> Iterator[bytes]:
         data = self.data[key]
@@ -76,11 +76,11 @@ class InMemoryObjects:
         self.json_writes.append(key)
         return True
 
-    def create_bytes(self, key: str, data: bytes, content_type: str) -> bool:
+    def create_bytes(self, key: str, data: bytes, content_type: str) -> ObjectStat | None:
         if key in self.data:
-            return False
+            return None
         self.data[key] = bytes(data)
-        return True
+        return _stat_of(self.data[key])  # the upload's answer: the object's metadata, as Cloud Storage's insert gives
 
     def key_of(self, uri: str) -> str:
         prefix = f"gs://{self.bucket_name}/"

@@ -17,6 +17,7 @@ from typing import Any
 import pendulum
 
 from shared.app.lease import HANDOVER_HOLDER, Fence, Lease, decide_acquire, decide_renew
+from shared.core.config import MAX_PACK_WINDOWS
 from shared.core.errors import LeaseLost
 from shared.core.tasks import (
     FINISHED_STATES,
@@ -199,6 +200,28 @@ class InMemoryState:
                     )
                 )
                 for task, uri, generation in zip(tasks, uris, generations, strict=True)
+            ]
+
+    def mark_pack_done(
+        self,
+        tasks: Sequence[Task],
+        facts: Sequence[dict[str, Any]],
+        now: pendulum.DateTime,
+        *,
+        fence: Fence | None = None,
+    ) -> list[Task] | None:
+        if len(tasks) > MAX_PACK_WINDOWS:  # as the Firestore adapter: one commit
+            raise ValueError(f"a pack of {len(tasks)} windows is more than one Firestore commit holds")
+        with self._lock:  # all or none, as Firestore's commit with one precondition per document
+            if fence is not None and not fence.admits(self.leases.get(fence.instance)):
+                raise LeaseLost(fence.instance, fence.holder)
+            if any(self.tasks.get(t.id) is None or self.tasks[t.id].update_time != t.update_time for t in tasks):
+                return None
+            return [
+                self._store(
+                    replace(self.tasks[t.id], state="done", done_at=now, finalized=False, error=None, facts=dict(f))
+                )
+                for t, f in zip(tasks, facts, strict=True)
             ]
 
     def mark_running(self, task: Task, operation: str, *, fence: Fence | None = None) -> Task | None:
