@@ -118,7 +118,13 @@ class FaultPlan:
     # instances (`failpoints_env`), and the fast run stops killing after `max_kills` (uncapped it saw 2 to 7 kills,
     # and a run with many took longer than CI allows): most of it runs under the idle bound of the other conditions.
     failpoints: dict[str, float] = field(
-        default_factory=lambda: {"with_lease": 0.15, "after_submit": 0.04, "mid_poll": 0.015, "after_done": 0.04}
+        default_factory=lambda: {
+            "with_lease": 0.15,
+            "after_submit": 0.04,
+            "after_successor": 0.04,
+            "mid_poll": 0.015,
+            "after_done": 0.04,
+        }
     )
     max_kills: int | None = 2  # None: as many as the rates give
     broken_table: str = "orders"  # whose template is broken then restored mid-run
@@ -131,7 +137,13 @@ class FaultPlan:
         for a minute, during which the idle bound is not measured), not tens."""
         return cls(
             hours=48,
-            failpoints={"with_lease": 0.015, "after_submit": 0.003, "mid_poll": 0.001, "after_done": 0.003},
+            failpoints={
+                "with_lease": 0.015,
+                "after_submit": 0.003,
+                "after_successor": 0.003,
+                "mid_poll": 0.001,
+                "after_done": 0.003,
+            },
             max_kills=None,
             timeout_seconds=2400.0,
         )
