@@ -338,36 +338,7 @@ class FirestoreTasks:
             }
             for task, uri, generation in zip(tasks, uris, generations, strict=True)
         ]
-
-        def write(writer: Any) -> None:
-            for task, change in zip(tasks, changes, strict=True):
-                writer.update(
-                    self._tasks.document(task.id),
-                    {**change, "updated_at": firestore.SERVER_TIMESTAMP},
-                    option=self.client.write_option(last_update_time=task.update_time),
-                )
-
-        try:
-            if fence is None:
-                batch = self.client.batch()
-                write(batch)
-                results = batch.commit()
-            else:
-                transaction = self.client.transaction()
-
-                @firestore.transactional
-                def fenced(transaction: Any) -> None:
-                    self.check_fence(transaction, fence)
-                    write(transaction)
-
-                fenced(transaction)
-                results = transaction.write_results
-        except (gexc.FailedPrecondition, gexc.NotFound):
-            return None
-        return [
-            Task(**{**asdict(task), **change, "update_time": result.update_time})
-            for task, change, result in zip(tasks, changes, results, strict=True)
-        ]
+        return self._update_all(tasks, changes, firestore.SERVER_TIMESTAMP, fence)
 
     def mark_pack_done(
         self,
@@ -391,12 +362,19 @@ class FirestoreTasks:
         changes = [
             {"state": "done", "done_at": now, "finalized": False, "error": None, "facts": dict(fact)} for fact in facts
         ]
+        return self._update_all(tasks, changes, now, fence)
+
+    def _update_all(
+        self, tasks: Sequence[Task], changes: Sequence[dict[str, Any]], updated_at: Any, fence: Fence | None
+    ) -> list[Task] | None:
+        """Apply each task's change in one commit, each conditional on its document's update time: all or none
+        (None when a document changed or vanished meanwhile)."""
 
         def write(writer: Any) -> None:
             for task, change in zip(tasks, changes, strict=True):
                 writer.update(
                     self._tasks.document(task.id),
-                    {**change, "updated_at": now},
+                    {**change, "updated_at": updated_at},
                     option=self.client.write_option(last_update_time=task.update_time),
                 )
 

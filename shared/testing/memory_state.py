@@ -181,9 +181,7 @@ class InMemoryState:
     ) -> list[Task] | None:
         ids = [t.id for t in tasks]
         with self._lock:  # all or none, as Firestore's commit with one precondition per document
-            if fence is not None and not fence.admits(self.leases.get(fence.instance)):
-                raise LeaseLost(fence.instance, fence.holder)
-            if any(self.tasks.get(t.id) is None or self.tasks[t.id].update_time != t.update_time for t in tasks):
+            if not self._all_current(tasks, fence):
                 return None
             return [
                 self._store(
@@ -202,6 +200,12 @@ class InMemoryState:
                 for task, uri, generation in zip(tasks, uris, generations, strict=True)
             ]
 
+    def _all_current(self, tasks: Sequence[Task], fence: Fence | None) -> bool:
+        """Whether every task is as the caller read it (under the lock); LeaseLost when the fence is stale."""
+        if fence is not None and not fence.admits(self.leases.get(fence.instance)):
+            raise LeaseLost(fence.instance, fence.holder)
+        return all(self.tasks.get(t.id) is not None and self.tasks[t.id].update_time == t.update_time for t in tasks)
+
     def mark_pack_done(
         self,
         tasks: Sequence[Task],
@@ -213,9 +217,7 @@ class InMemoryState:
         if len(tasks) > MAX_PACK_WINDOWS:  # as the Firestore adapter: one commit
             raise ValueError(f"a pack of {len(tasks)} windows is more than one Firestore commit holds")
         with self._lock:  # all or none, as Firestore's commit with one precondition per document
-            if fence is not None and not fence.admits(self.leases.get(fence.instance)):
-                raise LeaseLost(fence.instance, fence.holder)
-            if any(self.tasks.get(t.id) is None or self.tasks[t.id].update_time != t.update_time for t in tasks):
+            if not self._all_current(tasks, fence):
                 return None
             return [
                 self._store(
