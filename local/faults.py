@@ -129,7 +129,7 @@ class FaultPlan:
     max_kills: int | None = 2  # None: as many as the rates give
     broken_table: str = "orders"  # whose template is broken then restored mid-run
     seed: int = 20261001
-    timeout_seconds: float = 300.0  # under the test's own timeout, so that a stalled run still reports what it saw
+    timeout_seconds: float = 360.0  # under the test's own timeout, so that a stalled run still reports what it saw
 
     @classmethod
     def full(cls) -> FaultPlan:
