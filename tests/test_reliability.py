@@ -16,7 +16,7 @@ import pendulum
 import pytest
 
 from local.faults import START, FaultPlan, check_run, fault_config, run_suite
-from shared.core.config import parse_config
+from shared.core.config import Config, parse_config
 from shared.core.errors import ConfigError
 from shared.core.tasks import Task
 from shared.testing.failpoints import load_failpoints
@@ -72,6 +72,28 @@ def _task(table: str | None, hour: int, uri: str) -> Task:
                 finalized=True)  # fmt: skip
 
 
+def _one_hour() -> tuple[Config, list[Task]]:
+    """One source's first hour as the suite plans it: the schema task, then one task per table, all done."""
+    config = parse_config(fault_config(1))
+    root = "gs://cdc-exports/cdc/raw"
+    tasks = [_task(None, 0, "gs://cdc-exports/cdc/schemas/shop/2026/10/01/schema_20261001T000000.csv")] + [
+        _task(t, 0, f"{root}/{t}/2026/10/01/{t}_20261001T000000.csv") for t in config.sources[0].table_names
+    ]
+    return config, tasks
+
+
+def _finished(
+    config: Config, tasks: list[Task], manifest: str = "cdc/manifests/x/_manifest.json"
+) -> tuple[set[str], list[dict], dict]:
+    """What that hour leaves when it went well: the tasks' objects and a manifest, each table's watermark moved once
+    over the hour, and the watermarks at its end."""
+    objects = {t.uri.removeprefix("gs://cdc-exports/") for t in tasks} | {manifest}
+    end = START.add(hours=1)
+    history = [{"table": t, "from": START, "to": end, "at": end} for t in config.sources[0].table_names]
+    marks = {("shop", t): end for t in config.sources[0].table_names}
+    return objects, history, marks
+
+
 def _op(name: str, uri: str | None, start: int, end: int, error: str | None = None) -> dict:
     t0 = pendulum.datetime(2026, 1, 1, tz="UTC")
     return {
@@ -87,16 +109,9 @@ def _op(name: str, uri: str | None, start: int, end: int, error: str | None = No
 
 def test_the_checks_catch_overlaps_overwrites_duplicates_stalls_and_backward_watermarks():
     """check_run on a hand-made history: each planted fault is reported."""
-    config = parse_config(fault_config(1))
-    root = "gs://cdc-exports/cdc/raw"
-    tasks = [_task(None, 0, "gs://cdc-exports/cdc/schemas/shop/2026/10/01/schema_20261001T000000.csv")] + [
-        _task(t, 0, f"{root}/{t}/2026/10/01/{t}_20261001T000000.csv") for t in config.sources[0].table_names
-    ]
+    config, tasks = _one_hour()
     ops = [_op(f"op{i}", t.uri, 2 * i, 2 * i + 1) for i, t in enumerate(tasks)]
-    objects = {t.uri.removeprefix("gs://cdc-exports/") for t in tasks} | {"cdc/manifests/x/_manifest.json"}
-    end = START.add(hours=1)
-    history = [{"table": t, "from": START, "to": end, "at": end} for t in config.sources[0].table_names]
-    marks = {("shop", t): end for t in config.sources[0].table_names}
+    objects, history, marks = _finished(config, tasks)
     assert check_run(tasks, ops, objects, history, marks, config, 1, idle_limit=5)[0] == []
 
     planted = [
@@ -104,6 +119,7 @@ def test_the_checks_catch_overlaps_overwrites_duplicates_stalls_and_backward_wat
         _op("overwrite", tasks[2].uri, 31, 32, error="ALREADY_EXISTS"),
         _op("after a stall", tasks[3].uri.replace(".csv", ".g2.csv"), 60, 61, error="INTERNAL_ERROR"),
     ]
+    end = START.add(hours=1)
     backwards = [*history, {"table": "orders", "from": end, "to": START, "at": end.add(seconds=1)}]
     violations, idle = check_run(
         tasks, ops + planted, objects | {"cdc/raw/stray.csv"}, backwards, marks, config, 1, idle_limit=5
@@ -199,38 +215,24 @@ def test_idle_is_measured_from_the_moment_a_condition_cleared():
     # The breaker's pauses are 5, 10, 20... s, jittered 0.8-1.2: the pause in force when a condition clears.
     assert [breaker_wait_after(s) for s in (0, 3.9, 4.0, 11.9, 12.0)] == [6.0, 6.0, 12.0, 12.0, 24.0]
 
-    config = parse_config(fault_config(1))
-    root = "gs://cdc-exports/cdc/raw"
-    tasks = [_task(None, 0, "gs://cdc-exports/cdc/schemas/shop/2026/10/01/schema_20261001T000000.csv")] + [
-        _task(t, 0, f"{root}/{t}/2026/10/01/{t}_20261001T000000.csv") for t in config.sources[0].table_names
-    ]
+    config, tasks = _one_hour()
     # A 19 s gap while the instance was stopped for 8 s: 11 s after it was started, within 5 + 12 s.
     ops = [_op(f"op{i}", t.uri, 2 * i + (20 if i > 1 else 0), 2 * i + 1 + (20 if i > 1 else 0))
            for i, t in enumerate(tasks)]  # fmt: skip
     stopped = Held(
         stopped.condition, pendulum.parse(ops[1]["endTime"]), pendulum.parse(ops[1]["endTime"]).add(seconds=8)
     )
-    objects = {t.uri.removeprefix("gs://cdc-exports/") for t in tasks} | {"cdc/manifests/x/_manifest.json"}
-    end = START.add(hours=1)
-    history = [{"table": t, "from": START, "to": end, "at": end} for t in config.sources[0].table_names]
-    marks = {("shop", t): end for t in config.sources[0].table_names}
+    objects, history, marks = _finished(config, tasks)
     assert check_run(tasks, ops, objects, history, marks, config, 1, idle_limit=5)[0]  # measured the old way
     assert check_run(tasks, ops, objects, history, marks, config, 1, idle_limit=5, held=[stopped])[0] == []
 
 
 def test_an_object_left_by_a_vanished_export_is_accepted_only_as_an_earlier_generation():
-    config = parse_config(fault_config(1))
-    root = "gs://cdc-exports/cdc/raw"
-    tasks = [_task(None, 0, "gs://cdc-exports/cdc/schemas/shop/2026/10/01/schema_20261001T000000.csv")] + [
-        _task(t, 0, f"{root}/{t}/2026/10/01/{t}_20261001T000000.csv") for t in config.sources[0].table_names
-    ]
+    config, tasks = _one_hour()
     tasks[1] = dataclasses.replace(tasks[1], uri=tasks[1].uri.replace(".csv", ".g2.csv"), generation=2)
     ops = [_op(f"op{i}", t.uri, 2 * i, 2 * i + 1) for i, t in enumerate(tasks)]
-    objects = {t.uri.removeprefix("gs://cdc-exports/") for t in tasks} | {"cdc/manifests/x/_manifest.v2.json"}
+    objects, history, marks = _finished(config, tasks, manifest="cdc/manifests/x/_manifest.v2.json")
     left = tasks[1].uri.replace(".g2.csv", ".csv").removeprefix("gs://cdc-exports/")
-    end = START.add(hours=1)
-    history = [{"table": t, "from": START, "to": end, "at": end} for t in config.sources[0].table_names]
-    marks = {("shop", t): end for t in config.sources[0].table_names}
     assert check_run(tasks, ops, objects | {left}, history, marks, config, 1, idle_limit=5, vanished=1)[0] == []
     violations = check_run(tasks, ops, objects | {left}, history, marks, config, 1, idle_limit=5)[0]
     assert "1 objects of earlier generations for 0 vanished exports" in violations
@@ -261,17 +263,10 @@ def test_the_time_held_by_killed_processes_is_the_union_of_their_holds():
 def test_an_instance_is_not_idle_before_its_next_task_exists():
     """Defect (before): with six sources the planner writes the windows of 48 ticks over tens of seconds; a chain
     that had exported every planned task and stopped was counted idle until the next window was planned."""
-    config = parse_config(fault_config(1))
-    root = "gs://cdc-exports/cdc/raw"
-    tasks = [_task(None, 0, "gs://cdc-exports/cdc/schemas/shop/2026/10/01/schema_20261001T000000.csv")] + [
-        _task(t, 0, f"{root}/{t}/2026/10/01/{t}_20261001T000000.csv") for t in config.sources[0].table_names
-    ]
+    config, tasks = _one_hour()
     ops = [_op(f"op{i}", t.uri, 2 * i + (30 if i > 2 else 0), 2 * i + 1 + (30 if i > 2 else 0))
            for i, t in enumerate(tasks)]  # fmt: skip
-    objects = {t.uri.removeprefix("gs://cdc-exports/") for t in tasks} | {"cdc/manifests/x/_manifest.json"}
-    end = START.add(hours=1)
-    history = [{"table": t, "from": START, "to": end, "at": end} for t in config.sources[0].table_names]
-    marks = {("shop", t): end for t in config.sources[0].table_names}
+    objects, history, marks = _finished(config, tasks)
     assert check_run(tasks, ops, objects, history, marks, config, 1, idle_limit=5)[0]  # a 31 s gap
     planned_late = pendulum.parse(ops[3]["insertTime"]).subtract(seconds=2)
     tasks = [dataclasses.replace(t, created_at=planned_late if i > 2 else None) for i, t in enumerate(tasks)]
